@@ -1,0 +1,68 @@
+/* dl_config: the one configuration of every Dialer service.
+ * Values come from defaults, then a libconfig file, then DIALER_<SECTION>_<KEY>
+ * environment variables (e.g. DIALER_DB_URL, DIALER_CLOCK_MINUTE_MS). */
+#ifndef DL_CONFIG_H
+#define DL_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "dl_util.h"
+
+struct dl_config {
+	/* log */
+	char *log_level;
+	/* clock */
+	int clock_minute_ms;
+	/* db */
+	char *db_url;
+	int db_pool_size;
+	int db_connect_timeout_s;
+	/* amqp */
+	char *amqp_url;
+	int amqp_heartbeat_s;
+	bool amqp_tls;
+	char *amqp_tls_ca_file;
+	char *amqp_commands_exchange;
+	char *amqp_commands_queue;
+	char *amqp_jobs_exchange;
+	char *amqp_jobs_queue;
+	char *amqp_results_queue;
+	char *amqp_dead_letter_exchange;
+	char *amqp_dead_letter_queue;
+	int amqp_delivery_limit;
+	/* http (the API's listener and every service's health listener) */
+	char *http_listen;
+	int http_port;
+	int http_threads;
+	int http_max_connections;
+	int http_per_ip_connections;
+	int http_connection_timeout_s;
+	int http_max_body_bytes;
+	/* health: port of the health/metrics listener of non-API services */
+	int health_port;
+	/* api */
+	char *api_public_url;
+	int api_rate_per_min;
+	int api_bulk_rate_per_min;
+	int api_outbox_batch;
+	int api_import_threads;
+	/* carrier */
+	char *carrier_base_url;
+	char *carrier_account_sid;
+	char *carrier_auth_token;
+	char *carrier_from;
+	/* sim */
+	char *sim_listen;
+	int sim_port;
+};
+
+/* Fills cfg with defaults, then path's values (if path is not NULL), then the
+ * environment. Returns 0, or -EINVAL after writing what is wrong to err. */
+int dl_config_load(struct dl_config *cfg, const char *path, char *err, size_t errlen) DL_WUR;
+/* Frees every string of cfg. Takes NULL. */
+void dl_config_free(struct dl_config *cfg);
+/* Writes the effective configuration as libconfig text, secrets masked. */
+void dl_config_print(const struct dl_config *cfg, FILE *out);
+
+#endif

@@ -1,0 +1,213 @@
+#include "dl_db.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dl_log.h"
+
+struct dl_db_pool {
+	char *url;
+	int timeout_s;
+	int size;
+	int nfree;
+	int nopen;
+	PGconn **free_list;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static void notice_quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+int dl_db_connect(const char *url, int timeout_s, PGconn **out)
+{
+	const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+	char tmo[16];
+	const char *vals[] = {url, tmo, "dialer", NULL};
+	PGconn *conn;
+
+	snprintf(tmo, sizeof(tmo), "%d", timeout_s);
+	conn = PQconnectdbParams(keys, vals, 1);
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", conn ? PQerrorMessage(conn) : "out of memory");
+		msg[strcspn(msg, "\n")] = '\0';
+		dl_log_kv(DL_WARN, "database connect failed", "error", msg, NULL);
+		PQfinish(conn);
+		return -EIO;
+	}
+	PQsetNoticeProcessor(conn, notice_quiet, NULL);
+	*out = conn;
+	return 0;
+}
+
+int dl_db_pool_new(const char *url, int size, int timeout_s, struct dl_db_pool **out)
+{
+	struct dl_db_pool *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return -ENOMEM;
+	p->url = strdup(url);
+	p->free_list = calloc((size_t)size, sizeof(PGconn *));
+	if (p->url == NULL || p->free_list == NULL) {
+		free(p->url);
+		free(p->free_list);
+		free(p);
+		return -ENOMEM;
+	}
+	p->size = size;
+	p->timeout_s = timeout_s;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	*out = p;
+	return 0;
+}
+
+void dl_db_pool_free(struct dl_db_pool *pool)
+{
+	if (pool == NULL)
+		return;
+	for (int i = 0; i < pool->nfree; i++)
+		PQfinish(pool->free_list[i]);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->cond);
+	free(pool->free_list);
+	free(pool->url);
+	free(pool);
+}
+
+PGconn *dl_db_pool_get(struct dl_db_pool *pool, int wait_ms)
+{
+	struct timespec deadline;
+	PGconn *conn = NULL;
+	bool open_new = false;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += wait_ms / 1000;
+	deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&pool->lock);
+	while (pool->nfree == 0 && pool->nopen >= pool->size) {
+		if (pthread_cond_timedwait(&pool->cond, &pool->lock, &deadline) == ETIMEDOUT)
+			break;
+	}
+	if (pool->nfree > 0) {
+		conn = pool->free_list[--pool->nfree];
+	} else if (pool->nopen < pool->size) {
+		pool->nopen++;
+		open_new = true;
+	}
+	pthread_mutex_unlock(&pool->lock);
+	if (conn != NULL && PQstatus(conn) != CONNECTION_OK) {
+		PQreset(conn);
+		if (PQstatus(conn) != CONNECTION_OK) {
+			PQfinish(conn);
+			conn = NULL;
+			open_new = true;
+		}
+	}
+	if (open_new && dl_db_connect(pool->url, pool->timeout_s, &conn) < 0) {
+		pthread_mutex_lock(&pool->lock);
+		pool->nopen--;
+		pthread_cond_signal(&pool->cond);
+		pthread_mutex_unlock(&pool->lock);
+		return NULL;
+	}
+	if (conn == NULL)
+		dl_log_kv(DL_WARN, "database pool exhausted", NULL);
+	return conn;
+}
+
+void dl_db_pool_put(struct dl_db_pool *pool, PGconn *conn)
+{
+	if (conn == NULL)
+		return;
+	if (PQstatus(conn) != CONNECTION_OK) {
+		PQfinish(conn);
+		conn = NULL;
+	} else if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
+		PGresult *r = PQexec(conn, "ROLLBACK");
+
+		PQclear(r);
+		if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
+			PQfinish(conn);
+			conn = NULL;
+		}
+	}
+	pthread_mutex_lock(&pool->lock);
+	if (conn != NULL)
+		pool->free_list[pool->nfree++] = conn;
+	else
+		pool->nopen--;
+	pthread_cond_signal(&pool->cond);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+bool dl_db_pool_ping(struct dl_db_pool *pool)
+{
+	PGconn *conn = dl_db_pool_get(pool, 1000);
+	PGresult *r;
+	bool ok;
+
+	if (conn == NULL)
+		return false;
+	r = PQexec(conn, "SELECT 1");
+	ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	PQclear(r);
+	dl_db_pool_put(pool, conn);
+	return ok;
+}
+
+PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		     char sqlstate[6])
+{
+	PGresult *r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	ExecStatusType st = PQresultStatus(r);
+	const char *state;
+
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return r;
+	state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	if (sqlstate)
+		snprintf(sqlstate, 6, "%s", state ? state : "08000");
+	/* Constraint violations are answers the caller turns into 4xx: not logged. */
+	if (state == NULL || strncmp(state, "23", 2) != 0) {
+		char msg[512], what[64];
+
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+		msg[strcspn(msg, "\n")] = '\0';
+		snprintf(what, sizeof(what), "%s", sql);
+		dl_log_kv(DL_ERROR, "database statement failed", "error", msg, "sqlstate",
+			  state ? state : "", "sql", what, NULL);
+	}
+	PQclear(r);
+	return NULL;
+}
+
+int dl_db_cmd(PGconn *conn, const char *sql)
+{
+	PGresult *r = dl_db_exec(conn, sql, 0, NULL, NULL);
+
+	if (r == NULL)
+		return -EIO;
+	PQclear(r);
+	return 0;
+}
+
+bool dl_db_retryable(const char *sqlstate)
+{
+	return !strcmp(sqlstate, "40001") || !strcmp(sqlstate, "40P01") ||
+	       !strncmp(sqlstate, "08", 2) || !strcmp(sqlstate, "57P01");
+}

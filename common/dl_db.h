@@ -1,0 +1,39 @@
+/* dl_db: libpq helpers and a small blocking connection pool. Logs failures. */
+#ifndef DL_DB_H
+#define DL_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "dl_util.h"
+
+struct dl_db_pool;
+
+/* Opens a connection to url (a libpq URI), with connect_timeout; 0 or -EIO. */
+int dl_db_connect(const char *url, int timeout_s, PGconn **out) DL_WUR;
+/* Creates a pool of size lazily-opened connections. */
+int dl_db_pool_new(const char *url, int size, int timeout_s, struct dl_db_pool **out) DL_WUR;
+/* Closes every connection; takes NULL. */
+void dl_db_pool_free(struct dl_db_pool *pool);
+/* Borrows a connection, waiting up to wait_ms; reconnects one that went bad.
+ * Returns NULL when none could be had (logged). */
+PGconn *dl_db_pool_get(struct dl_db_pool *pool, int wait_ms);
+/* Returns a borrowed connection; a connection left inside a transaction or bad
+ * is reset so the next user gets a clean one. */
+void dl_db_pool_put(struct dl_db_pool *pool, PGconn *conn);
+/* True when one connection of the pool answers "SELECT 1". */
+bool dl_db_pool_ping(struct dl_db_pool *pool);
+
+/* PQexecParams with text parameters; returns the result (caller clears it)
+ * or NULL, logging the error with sql's first words, when the status is not
+ * PGRES_COMMAND_OK or PGRES_TUPLES_OK. If sqlstate is not NULL it receives the
+ * SQLSTATE of a failure (6 bytes) or "" on success. */
+PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		     char sqlstate[6]);
+/* Runs a statement that returns no rows; 0 or -EIO. */
+int dl_db_cmd(PGconn *conn, const char *sql) DL_WUR;
+/* True when the SQLSTATE means a retryable failure (serialization, deadlock,
+ * connection). */
+bool dl_db_retryable(const char *sqlstate);
+
+#endif

@@ -1,0 +1,335 @@
+#include "dl_http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dl_log.h"
+#include "dl_metrics.h"
+
+struct dl_httpd {
+	struct MHD_Daemon *mhd;
+	dl_http_handler handler;
+	void *ctx;
+	size_t max_body;
+	int port;
+};
+
+/* Per-connection upload state, created on the first call. */
+struct upload {
+	char *buf;
+	size_t len, cap;
+	bool too_large;
+	int64_t started_ms;
+};
+
+const char *dl_http_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 411: return "Length Required";
+	case 413: return "Payload Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Entity";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	default: return "Error";
+	}
+}
+
+void dl_http_json(struct dl_http_resp *resp, int status, json_t *body)
+{
+	free(resp->body);
+	resp->body = NULL;
+	resp->body_len = 0;
+	resp->status = status;
+	resp->content_type = "application/json";
+	if (body != NULL) {
+		resp->body = json_dumps(body, JSON_COMPACT);
+		resp->body_len = resp->body ? strlen(resp->body) : 0;
+		json_decref(body);
+	}
+}
+
+void dl_http_error(struct dl_http_resp *resp, int status, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	dl_http_json(resp, status,
+		     json_pack("{s:i, s:s, s:s}", "statusCode", status, "message", msg, "error",
+			       dl_http_reason(status)));
+}
+
+void dl_http_text(struct dl_http_resp *resp, int status, const char *content_type, const char *text,
+		  size_t len)
+{
+	free(resp->body);
+	resp->status = status;
+	resp->content_type = content_type;
+	resp->body = malloc(len + 1);
+	resp->body_len = resp->body ? len : 0;
+	if (resp->body) {
+		memcpy(resp->body, text, len);
+		resp->body[len] = '\0';
+	}
+}
+
+const char *dl_http_query(struct dl_http_req *req, const char *key)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *dl_http_header(struct dl_http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+static bool request_id_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= DL_REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *conn, struct dl_http_resp *r,
+				 const char *request_id)
+{
+	struct MHD_Response *mr;
+	enum MHD_Result ret;
+
+	mr = MHD_create_response_from_buffer(r->body_len, r->body ? r->body : (char *)"",
+					     r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	r->body = NULL;
+	if (mr == NULL)
+		return MHD_NO;
+	if (r->body_len > 0 || r->status != 204)
+		MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
+					r->content_type ? r->content_type : "application/json");
+	if (request_id)
+		MHD_add_response_header(mr, "X-Request-Id", request_id);
+	if (r->retry_after[0])
+		MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, r->retry_after);
+	if (r->location[0])
+		MHD_add_response_header(mr, MHD_HTTP_HEADER_LOCATION, r->location);
+	ret = MHD_queue_response(conn, (unsigned)r->status, mr);
+	MHD_destroy_response(mr);
+	return ret;
+}
+
+static void record(const struct dl_http_resp *resp, const char *method, int64_t started_ms)
+{
+	char labels[256];
+	double secs = (double)(dl_mono_ms() - started_ms) / 1000.0;
+
+	snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"",
+		 resp->route ? resp->route : "other", method, resp->status);
+	dl_metrics_add("dialer_http_requests_total", labels, 1);
+	snprintf(labels, sizeof(labels), "route=\"%s\"", resp->route ? resp->route : "other");
+	dl_metrics_observe("dialer_http_request_duration_seconds", labels, secs);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_size, void **con_cls)
+{
+	struct dl_httpd *d = cls;
+	struct upload *up = *con_cls;
+	struct dl_http_req req;
+	struct dl_http_resp resp;
+	const char *rid, *cl;
+	const union MHD_ConnectionInfo *ci;
+	char ip[INET6_ADDRSTRLEN] = "";
+	enum MHD_Result ret;
+
+	(void)version;
+	if (up == NULL) {
+		up = calloc(1, sizeof(*up));
+		if (up == NULL)
+			return MHD_NO;
+		up->started_ms = dl_mono_ms();
+		*con_cls = up;
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		/* Refuse a declared oversized body before reading a byte of it. */
+		if (cl != NULL && strtoull(cl, NULL, 10) > d->max_body)
+			up->too_large = true;
+		else
+			return MHD_YES;
+	}
+	if (*upload_size > 0) {
+		if (!up->too_large && up->len + *upload_size > d->max_body)
+			up->too_large = true;
+		if (!up->too_large) {
+			if (up->len + *upload_size + 1 > up->cap) {
+				size_t cap = (up->len + *upload_size + 1) * 2;
+				char *nb;
+
+				if (cap > d->max_body + 1)
+					cap = d->max_body + 1;
+				nb = realloc(up->buf, cap);
+				if (nb == NULL)
+					return MHD_NO;
+				up->buf = nb;
+				up->cap = cap;
+			}
+			memcpy(up->buf + up->len, upload_data, *upload_size);
+			up->len += *upload_size;
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	memset(&req, 0, sizeof(req));
+	memset(&resp, 0, sizeof(resp));
+	rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+	if (rid != NULL && request_id_valid(rid)) {
+		snprintf(req.request_id, sizeof(req.request_id), "%s", rid);
+	} else {
+		char r[25];
+
+		if (dl_random_alnum(r, 24) < 0)
+			snprintf(r, sizeof(r), "unknown");
+		snprintf(req.request_id, sizeof(req.request_id), "req_%s", r);
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ci && ci->client_addr) {
+		const struct sockaddr *sa = ci->client_addr;
+
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+	}
+	req.conn = conn;
+	req.method = method;
+	req.url = url;
+	req.client_ip = ip;
+	if (up->too_large) {
+		resp.route = "other";
+		dl_http_error(&resp, 413, "request body is larger than %zu bytes", d->max_body);
+	} else {
+		if (up->buf == NULL)
+			up->buf = calloc(1, 1);
+		if (up->buf == NULL)
+			return MHD_NO;
+		up->buf[up->len] = '\0';
+		req.body = up->buf;
+		req.body_len = up->len;
+		d->handler(d->ctx, &req, &resp);
+		if (resp.status == 0)
+			dl_http_error(&resp, 500, "no response");
+	}
+	record(&resp, method, up->started_ms);
+	ret = send_resp(conn, &resp, req.request_id);
+	free(resp.body);
+	return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct upload *up = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (up != NULL) {
+		free(up->buf);
+		free(up);
+		*con_cls = NULL;
+	}
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char buf[512];
+
+	(void)cls;
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	buf[strcspn(buf, "\n")] = '\0';
+	dl_log_kv(DL_DEBUG, "http listener", "detail", buf, NULL);
+}
+
+int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, int threads,
+		   dl_http_handler handler, void *ctx, struct dl_httpd **out)
+{
+	struct dl_httpd *d = calloc(1, sizeof(*d));
+	struct sockaddr_in sa;
+	const union MHD_DaemonInfo *info;
+
+	if (d == NULL)
+		return -ENOMEM;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, listen, &sa.sin_addr) != 1) {
+		dl_log_kv(DL_ERROR, "http listen address is not an IPv4 address", "listen", listen, NULL);
+		free(d);
+		return -EINVAL;
+	}
+	d->handler = handler;
+	d->ctx = ctx;
+	d->max_body = (size_t)cfg->http_max_body_bytes;
+	dl_metrics_register("dialer_http_requests_total", "counter", "HTTP requests by route, method and status.");
+	dl_metrics_register("dialer_http_request_duration_seconds", "histogram",
+			    "HTTP request latency by route.");
+	d->mhd = MHD_start_daemon(
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
+		on_request, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 1 ? threads : 0), MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)cfg->http_connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)cfg->http_max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned)cfg->http_per_ip_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)65536, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U, MHD_OPTION_NOTIFY_COMPLETED,
+		on_completed, d, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (d->mhd == NULL) {
+		dl_log_kv(DL_ERROR, "http listener failed to start", "listen", listen, NULL);
+		free(d);
+		return -EADDRINUSE;
+	}
+	info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	d->port = info ? info->port : port;
+	*out = d;
+	return 0;
+}
+
+void dl_httpd_stop(struct dl_httpd *d)
+{
+	if (d == NULL)
+		return;
+	MHD_stop_daemon(d->mhd);
+	free(d);
+}
+
+int dl_httpd_port(const struct dl_httpd *d)
+{
+	return d->port;
+}

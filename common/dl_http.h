@@ -1,0 +1,63 @@
+/* dl_http: the HTTP listener every service uses (libmicrohttpd, epoll, a
+ * thread pool, connection timeout, connection and per-IP limits, a body cap).
+ * The handler is called once per request with the whole body read. */
+#ifndef DL_HTTP_H
+#define DL_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dl_config.h"
+#include "dl_util.h"
+
+#define DL_REQUEST_ID_MAX 129
+
+struct dl_http_req {
+	void *conn; /* struct MHD_Connection */
+	const char *method;
+	const char *url;
+	char *body; /* NUL-terminated, owned by the listener */
+	size_t body_len;
+	char request_id[DL_REQUEST_ID_MAX];
+	const char *client_ip;
+};
+
+struct dl_http_resp {
+	int status;
+	char *body;               /* malloc'd, owned by the response */
+	size_t body_len;
+	const char *content_type; /* static string */
+	const char *route;        /* static label for metrics, e.g. "/v1/campaigns/:id" */
+	char retry_after[16];     /* set for 429 */
+	char location[256];
+};
+
+typedef void (*dl_http_handler)(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp);
+
+struct dl_httpd;
+
+/* Starts listening on listen:port (port 0 picks a free one). */
+int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, int threads,
+		   dl_http_handler handler, void *ctx, struct dl_httpd **out) DL_WUR;
+/* Stops accepting, waits for requests in flight, frees; takes NULL. */
+void dl_httpd_stop(struct dl_httpd *d);
+/* The bound port. */
+int dl_httpd_port(const struct dl_httpd *d);
+
+/* Value of a query argument or header, or NULL. */
+const char *dl_http_query(struct dl_http_req *req, const char *key);
+const char *dl_http_header(struct dl_http_req *req, const char *name);
+
+/* Sets a JSON body (steals the reference to body; NULL gives no body). */
+void dl_http_json(struct dl_http_resp *resp, int status, json_t *body);
+/* Sets {"statusCode", "message", "error"} for status. */
+void dl_http_error(struct dl_http_resp *resp, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Sets a body of another type (copied). */
+void dl_http_text(struct dl_http_resp *resp, int status, const char *content_type, const char *text,
+		  size_t len);
+/* The standard reason phrase of an HTTP status. */
+const char *dl_http_reason(int status);
+
+#endif

@@ -1,0 +1,22 @@
+/* dialer-worker: places calls. This first cut is the service skeleton only
+ * (health, metrics, drain); dialing lands with issue 4. */
+#include "dl_service.h"
+#include "dl_util.h"
+
+static int worker_run(struct dl_service_ctx *ctx)
+{
+	while (!ctx->stop)
+		dl_sleep_ms(1000, &ctx->stop);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct dl_service svc = {
+		.name = "dialer-worker",
+		.run = worker_run,
+		.health_listener = true,
+	};
+
+	return dl_service_main(&svc, argc, argv);
+}
