@@ -1,0 +1,185 @@
+/* dialer-api: private header shared by the API's modules.
+ * A request's path: api_server.c (listener, auth, rate limit, body) →
+ * api_router.c (route table) → api_<resource>.c (handler) → api_sql.c. */
+#ifndef API_H
+#define API_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "dl_config.h"
+#include "dl_db.h"
+#include "dl_http.h"
+#include "dl_service.h"
+#include "dl_util.h"
+
+enum api_rate_class { API_RATE_DEFAULT = 0, API_RATE_BULK = 1, API_RATE_NONE = 2 };
+
+struct api_ratelimit;
+
+struct api_ctx {
+	struct dl_service_ctx *svc;
+	const struct dl_config *cfg;
+	struct dl_db_pool *db;
+	struct dl_httpd *httpd;
+	struct api_ratelimit *rl;
+	char *openapi;
+	size_t openapi_len;
+	pthread_t outbox_thread;
+	bool outbox_started;
+	pthread_t *import_threads;
+	int import_threads_started;
+};
+
+#define API_MAX_PARAMS 4
+
+/* One request as a handler sees it. */
+struct api_call {
+	struct api_ctx *api;
+	struct dl_http_req *req;
+	struct dl_http_resp *resp;
+	const char *params[API_MAX_PARAMS]; /* path parameters, in order */
+	char param_buf[1024];
+	char org_id[DL_ID_MAX];
+	char key_id[DL_ID_MAX];
+	PGconn *db;  /* borrowed for the request by api_db() */
+	json_t *body; /* the parsed JSON object, or NULL when the body was empty */
+};
+
+typedef void (*api_handler)(struct api_call *c);
+
+struct api_route {
+	const char *method;
+	const char *pattern; /* "/v1/campaigns/:id/start" */
+	api_handler fn;
+	enum api_rate_class rate;
+	bool body;           /* expects a JSON object body */
+	bool public_route;   /* no API key (carrier callbacks) */
+};
+
+/* api_router.c: the route table and matching. */
+extern const struct api_route api_routes[];
+extern const int api_routes_count;
+/* Finds the route for method and path. Returns the route, or NULL with
+ * *path_known set when the path exists under another method (405).
+ * Path parameters are copied into buf and pointed to by params. */
+const struct api_route *api_route_match(const char *method, const char *path, const char **params,
+					char *buf, size_t buflen, bool *path_known);
+
+/* api_server.c */
+/* Borrows the request's database connection; NULL after answering 503. */
+PGconn *api_db(struct api_call *c);
+/* Answers 500 for a failed statement, or 503 when the database is gone. */
+void api_db_failed(struct api_call *c);
+
+/* api_ratelimit.c: token buckets per key and class. */
+int api_ratelimit_new(int per_min_default, int per_min_bulk, struct api_ratelimit **out) DL_WUR;
+void api_ratelimit_free(struct api_ratelimit *rl);
+/* True when key may make one more call of class at now_ms; otherwise false
+ * and *retry_after_s says when the next one will be allowed. */
+bool api_ratelimit_take(struct api_ratelimit *rl, const char *key, enum api_rate_class cls,
+			int64_t now_ms, int *retry_after_s);
+
+/* api_valid.c: request validation, no I/O. Each check writes a message that
+ * names the field and says what is wrong, and returns false. */
+enum api_ftype { API_F_STRING, API_F_INT, API_F_OBJECT, API_F_ARRAY, API_F_TIME, API_F_BOOL };
+struct api_field {
+	const char *name;
+	enum api_ftype type;
+	bool required;
+	bool nullable;
+	long min, max; /* ints: range; strings: length in characters; arrays: items */
+};
+/* Checks body against fields: object, no unknown fields, types, ranges. */
+bool api_check_fields(json_t *body, const struct api_field *fields, int nfields, char *err, size_t errlen);
+/* Parses page and limit query values (NULL for absent) per the API:
+ * page >= 1 (default 1), limit 1..100 (default 20, above 100 capped). */
+bool api_parse_paging(const char *page, const char *limit, long *page_out, long *limit_out, char *err,
+		      size_t errlen);
+/* Checks a metadata object: object, serialized <= 4096 bytes, depth <= 8. */
+bool api_check_metadata(json_t *meta, const char *field, char *err, size_t errlen);
+/* Answers 400 with msg. */
+void api_bad_request(struct api_call *c, const char *msg);
+/* Reads a JSON string/int/time field already validated by api_check_fields. */
+const char *api_str(json_t *body, const char *name);
+/* The list envelope {data, total, page, limit, totalPages}; steals data. */
+json_t *api_list(json_t *data, long long total, long page, long limit);
+
+/* api_json.c: result rows to JSON. A column spec is "jsonName:t" with t
+ * s (text or null), i (integer or null), j (JSON text), b (boolean). */
+json_t *api_row_json(PGresult *r, int row, const char *const *cols, int ncols);
+/* All rows of r as an array of objects. */
+json_t *api_rows_json(PGresult *r, const char *const *cols, int ncols);
+/* True when the SQLSTATE is a unique violation. */
+bool api_is_unique_violation(const char *sqlstate);
+
+/* api_campaign_logic.c: the campaign state machine, no I/O. */
+enum api_action { API_ACT_START, API_ACT_PAUSE, API_ACT_RESUME, API_ACT_CANCEL };
+/* Returns the status action leads to from status, or NULL when the
+ * transition is not allowed (409). future_schedule: scheduledAt is set and
+ * after now. */
+const char *api_campaign_next_status(const char *status, enum api_action action, bool future_schedule);
+bool api_campaign_status_valid(const char *status);
+/* Validates a create (partial=false) or PATCH (partial=true) body; now_ms
+ * checks that scheduledAt is in the future. */
+bool api_campaign_validate(json_t *body, bool partial, int64_t now_ms, char *err, size_t errlen);
+
+/* api_outbox.c: commands committed with the state change that causes them. */
+/* Adds a message to the outbox inside the caller's transaction. */
+int api_outbox_add(PGconn *db, const char *exchange, const char *routing_key, const char *type,
+		   json_t *body) DL_WUR;
+/* The relay: publishes outbox rows with confirms, then deletes them. */
+void *api_outbox_thread(void *arg);
+
+/* Resource handlers, one file each. */
+void api_campaigns_list(struct api_call *c);
+void api_campaigns_get(struct api_call *c);
+void api_campaigns_create(struct api_call *c);
+void api_campaigns_update(struct api_call *c);
+void api_campaigns_delete(struct api_call *c);
+void api_campaigns_start(struct api_call *c);
+void api_campaigns_pause(struct api_call *c);
+void api_campaigns_resume(struct api_call *c);
+void api_campaigns_cancel(struct api_call *c);
+void api_campaigns_progress(struct api_call *c);
+void api_campaigns_calls(struct api_call *c);
+
+/* api_contacts.c */
+/* Validates one contact object: a create (partial=false: phoneNumber required)
+ * or a PATCH (partial=true). prefix names obj in messages ("contacts[3]" gives
+ * "contacts[3].phoneNumber: must be ..."); NULL or "" for a request body.
+ * Returns false with err set. No I/O. */
+bool api_contact_validate(json_t *obj, bool partial, const char *prefix, char *err, size_t errlen);
+
+void api_contacts_list(struct api_call *c);
+void api_contacts_get(struct api_call *c);
+void api_contacts_create(struct api_call *c);
+void api_contacts_update(struct api_call *c);
+void api_contacts_delete(struct api_call *c);
+void api_contacts_bulk(struct api_call *c);
+
+void api_audiences_list(struct api_call *c);
+void api_audiences_get(struct api_call *c);
+void api_audiences_create(struct api_call *c);
+void api_audiences_update(struct api_call *c);
+void api_audiences_delete(struct api_call *c);
+void api_audiences_add_contacts(struct api_call *c);
+void api_audiences_remove_contacts(struct api_call *c);
+void api_audiences_list_contacts(struct api_call *c);
+
+void api_imports_create(struct api_call *c);
+void api_imports_status(struct api_call *c);
+/* The import processor: takes PENDING imports and applies them. */
+void *api_imports_thread(void *arg);
+
+void api_flows_list(struct api_call *c);
+void api_flows_get(struct api_call *c);
+
+void api_dnc_list(struct api_call *c);
+void api_dnc_get(struct api_call *c);
+void api_dnc_add(struct api_call *c);
+void api_dnc_remove(struct api_call *c);
+
+#endif

@@ -1,0 +1,234 @@
+/* The API service: its listener, and what every request goes through before
+ * its handler: health routes, routing, the API key, the rate limit and the
+ * JSON body. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "dl_log.h"
+#include "dl_metrics.h"
+
+extern const char api_openapi_yaml[], api_openapi_yaml_end[];
+
+static const char SQL_KEY_LOOKUP[] =
+	"SELECT organization_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+
+PGconn *api_db(struct api_call *c)
+{
+	if (c->db == NULL) {
+		c->db = dl_db_pool_get(c->api->db, 5000);
+		if (c->db == NULL)
+			dl_http_error(c->resp, 503, "the database is unavailable; try again");
+	}
+	return c->db;
+}
+
+void api_db_failed(struct api_call *c)
+{
+	if (c->db != NULL && PQstatus(c->db) != CONNECTION_OK)
+		dl_http_error(c->resp, 503, "the database is unavailable; try again");
+	else
+		dl_http_error(c->resp, 500, "internal error; request id %s", c->req->request_id);
+}
+
+/* Resolves the x-api-key header to an organization; answers 401 itself. */
+static bool authenticate(struct api_call *c)
+{
+	const char *key = dl_http_header(c->req, "x-api-key");
+	char hash[65];
+	const char *params[1] = {hash};
+	PGresult *r;
+	size_t n;
+
+	n = key ? strlen(key) : 0;
+	if (n < 12 || n > 128 || strncmp(key, "sk_live_", 8) != 0) {
+		dl_http_error(c->resp, 401, "missing or invalid API key (x-api-key header)");
+		return false;
+	}
+	/* Only the hash is looked up: the key itself is never stored or logged. */
+	dl_sha256_hex(key, n, hash);
+	if (api_db(c) == NULL)
+		return false;
+	r = dl_db_exec(c->db, SQL_KEY_LOOKUP, 1, params, NULL);
+	if (r == NULL) {
+		api_db_failed(c);
+		return false;
+	}
+	if (PQntuples(r) != 1) {
+		PQclear(r);
+		dl_http_error(c->resp, 401, "missing or invalid API key (x-api-key header)");
+		return false;
+	}
+	snprintf(c->org_id, sizeof(c->org_id), "%s", PQgetvalue(r, 0, 0));
+	snprintf(c->key_id, sizeof(c->key_id), "%s", PQgetvalue(r, 0, 1));
+	PQclear(r);
+	return true;
+}
+
+static bool parse_body(struct api_call *c)
+{
+	const char *ct = dl_http_header(c->req, "Content-Type");
+	json_error_t jerr;
+
+	if (ct != NULL && strncasecmp(ct, "application/json", 16) != 0) {
+		dl_http_error(c->resp, 415, "Content-Type must be application/json");
+		return false;
+	}
+	if (c->req->body_len == 0) {
+		dl_http_error(c->resp, 400, "request body must be a JSON object");
+		return false;
+	}
+	c->body = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (c->body == NULL) {
+		dl_http_error(c->resp, 400, "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+			      jerr.line, jerr.column);
+		return false;
+	}
+	if (!json_is_object(c->body)) {
+		dl_http_error(c->resp, 400, "request body must be a JSON object");
+		return false;
+	}
+	return true;
+}
+
+static void handle(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp)
+{
+	struct api_ctx *api = ctx;
+	struct api_call c;
+	const struct api_route *route;
+	bool path_known;
+	int retry;
+
+	if (dl_service_health(api->svc, req, resp))
+		return;
+	if (!strcmp(req->url, "/openapi.yaml") && !strcmp(req->method, "GET")) {
+		resp->route = "/openapi.yaml";
+		dl_http_text(resp, 200, "application/yaml", api_openapi_yaml,
+			     (size_t)(api_openapi_yaml_end - api_openapi_yaml));
+		return;
+	}
+	memset(&c, 0, sizeof(c));
+	c.api = api;
+	c.req = req;
+	c.resp = resp;
+	route = api_route_match(req->method, req->url, c.params, c.param_buf, sizeof(c.param_buf),
+				&path_known);
+	if (route == NULL) {
+		resp->route = "other";
+		if (path_known)
+			dl_http_error(resp, 405, "method %s is not allowed on %s", req->method, req->url);
+		else
+			dl_http_error(resp, 404, "no route for %s %s", req->method, req->url);
+		goto log;
+	}
+	resp->route = route->pattern;
+	if (!route->public_route) {
+		if (!authenticate(&c))
+			goto out;
+		if (!api_ratelimit_take(api->rl, c.key_id, route->rate, dl_mono_ms(), &retry)) {
+			snprintf(resp->retry_after, sizeof(resp->retry_after), "%d", retry);
+			dl_http_error(resp, 429, "rate limit exceeded for this API key; retry in %d s", retry);
+			goto out;
+		}
+	}
+	if (route->body && !parse_body(&c))
+		goto out;
+	route->fn(&c);
+out:
+	json_decref(c.body);
+	dl_db_pool_put(api->db, c.db);
+log:
+	{
+		char status[8];
+
+		snprintf(status, sizeof(status), "%d", resp->status);
+		dl_log_kv(resp->status >= 500 ? DL_WARN : DL_INFO, "request", "request_id", req->request_id,
+			  "method", req->method, "path", req->url, "status", status, "organization_id",
+			  c.org_id[0] ? c.org_id : NULL, NULL);
+	}
+}
+
+static int api_init(struct dl_service_ctx *svc)
+{
+	struct api_ctx *api = calloc(1, sizeof(*api));
+	const struct dl_config *cfg = &svc->cfg;
+
+	if (api == NULL)
+		return -ENOMEM;
+	svc->state = api;
+	api->svc = svc;
+	api->cfg = cfg;
+	if (dl_db_pool_new(cfg->db_url, cfg->db_pool_size, cfg->db_connect_timeout_s, &api->db) < 0 ||
+	    api_ratelimit_new(cfg->api_rate_per_min, cfg->api_bulk_rate_per_min, &api->rl) < 0)
+		return -ENOMEM;
+	if (pthread_create(&api->outbox_thread, NULL, api_outbox_thread, api) != 0)
+		return -EAGAIN;
+	api->outbox_started = true;
+	api->import_threads = calloc((size_t)cfg->api_import_threads, sizeof(pthread_t));
+	if (api->import_threads == NULL)
+		return -ENOMEM;
+	for (int i = 0; i < cfg->api_import_threads; i++) {
+		if (pthread_create(&api->import_threads[i], NULL, api_imports_thread, api) != 0)
+			return -EAGAIN;
+		api->import_threads_started++;
+	}
+	if (dl_httpd_start(cfg, cfg->http_listen, cfg->http_port, cfg->http_threads, handle, api,
+			   &api->httpd) < 0)
+		return -EADDRINUSE;
+	{
+		char port[16];
+
+		snprintf(port, sizeof(port), "%d", dl_httpd_port(api->httpd));
+		dl_log_kv(DL_INFO, "listening", "listen", cfg->http_listen, "port", port, NULL);
+	}
+	return 0;
+}
+
+static int api_run(struct dl_service_ctx *svc)
+{
+	while (!svc->stop)
+		dl_sleep_ms(1000, &svc->stop);
+	return 0;
+}
+
+static void api_fini(struct dl_service_ctx *svc)
+{
+	struct api_ctx *api = svc->state;
+
+	if (api == NULL)
+		return;
+	/* Stop taking requests and finish those in flight, then the threads. */
+	dl_httpd_stop(api->httpd);
+	svc->stop = 1;
+	if (api->outbox_started)
+		pthread_join(api->outbox_thread, NULL);
+	for (int i = 0; i < api->import_threads_started; i++)
+		pthread_join(api->import_threads[i], NULL);
+	free(api->import_threads);
+	api_ratelimit_free(api->rl);
+	dl_db_pool_free(api->db);
+	free(api);
+	svc->state = NULL;
+}
+
+static bool api_ready(struct dl_service_ctx *svc, char *why, size_t whylen)
+{
+	struct api_ctx *api = svc->state;
+
+	if (api == NULL || !dl_db_pool_ping(api->db)) {
+		snprintf(why, whylen, "database unreachable");
+		return false;
+	}
+	return true;
+}
+
+const struct dl_service api_service = {
+	.name = "dialer-api",
+	.init = api_init,
+	.run = api_run,
+	.fini = api_fini,
+	.ready = api_ready,
+	.health_listener = false,
+};
