@@ -86,17 +86,17 @@ $(BUILD)/obj/gen/dl_migrations.o: $(BUILD)/gen/dl_migrations.c
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/libcommon.a: $(COMMON_OBJ)
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 $(BUILD)/libapi.a: $(call obj,$(API_SRC))
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 $(BUILD)/libsched.a: $(call obj,$(SCHED_SRC))
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 $(BUILD)/libworker.a: $(call obj,$(WORKER_SRC))
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 $(BUILD)/libctl.a: $(call obj,$(CTL_SRC))
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 $(BUILD)/libsim.a: $(call obj,$(SIM_SRC))
-	$(Q)ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/dialer-api: $(BUILD)/obj/api/api_main.o $(BUILD)/libapi.a $(BUILD)/libcommon.a
 	@echo '  LD  $@'

@@ -12,6 +12,7 @@
 #include "dl_config.h"
 #include "dl_db.h"
 #include "dl_http.h"
+#include "dl_outbox.h"
 #include "dl_service.h"
 #include "dl_util.h"
 
@@ -126,12 +127,8 @@ bool api_campaign_status_valid(const char *status);
  * checks that scheduledAt is in the future. */
 bool api_campaign_validate(json_t *body, bool partial, int64_t now_ms, char *err, size_t errlen);
 
-/* api_outbox.c: commands committed with the state change that causes them. */
-/* Adds a message to the outbox inside the caller's transaction. */
-int api_outbox_add(PGconn *db, const char *exchange, const char *routing_key, const char *type,
-		   json_t *body) DL_WUR;
-/* The relay: publishes outbox rows with confirms, then deletes them. */
-void *api_outbox_thread(void *arg);
+/* Commands go out through the outbox (common/dl_outbox.h). */
+#define api_outbox_add dl_outbox_add
 
 /* Resource handlers, one file each. */
 void api_campaigns_list(struct api_call *c);
@@ -173,9 +170,19 @@ void api_imports_create(struct api_call *c);
 void api_imports_status(struct api_call *c);
 /* The import processor: takes PENDING imports and applies them. */
 void *api_imports_thread(void *arg);
+/* api_imports.c */
+/* Checks one import row: phoneNumber (required, E.164), name (string <= 200
+ * or null), language (1-35 of [A-Za-z0-9-] or null); every other key, and
+ * the keys of a "metadata" object, become metadata (<= 4096 bytes, depth
+ * <= 8). On success *contact_out is a new {phoneNumber, name, language,
+ * metadata} (caller owns) and true; else err says why and false. No I/O. */
+bool api_import_row_normalize(json_t *row, json_t **contact_out, char *err, size_t errlen);
 
 void api_flows_list(struct api_call *c);
 void api_flows_get(struct api_call *c);
+
+/* api_callbacks.c: the carrier's status callbacks (signature, not API key). */
+void api_carrier_status(struct api_call *c);
 
 void api_dnc_list(struct api_call *c);
 void api_dnc_get(struct api_call *c);

@@ -39,6 +39,8 @@ const struct api_route api_routes[] = {
 	{"GET", "/v1/flows", api_flows_list, API_RATE_DEFAULT, false, false},
 	{"GET", "/v1/flows/:id", api_flows_get, API_RATE_DEFAULT, false, false},
 
+	{"POST", "/v1/carrier/status", api_carrier_status, API_RATE_NONE, false, true},
+
 	{"GET", "/v1/dnc", api_dnc_list, API_RATE_DEFAULT, false, false},
 	{"POST", "/v1/dnc", api_dnc_add, API_RATE_DEFAULT, true, false},
 	{"GET", "/v1/dnc/:phone", api_dnc_get, API_RATE_DEFAULT, false, false},

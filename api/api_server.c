@@ -163,7 +163,7 @@ static int api_init(struct dl_service_ctx *svc)
 	if (dl_db_pool_new(cfg->db_url, cfg->db_pool_size, cfg->db_connect_timeout_s, &api->db) < 0 ||
 	    api_ratelimit_new(cfg->api_rate_per_min, cfg->api_bulk_rate_per_min, &api->rl) < 0)
 		return -ENOMEM;
-	if (pthread_create(&api->outbox_thread, NULL, api_outbox_thread, api) != 0)
+	if (pthread_create(&api->outbox_thread, NULL, dl_outbox_relay, svc) != 0)
 		return -EAGAIN;
 	api->outbox_started = true;
 	api->import_threads = calloc((size_t)cfg->api_import_threads, sizeof(pthread_t));

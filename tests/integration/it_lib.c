@@ -1,0 +1,306 @@
+#include "it_lib.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *it_env(const char *name)
+{
+	const char *v = getenv(name);
+
+	if (v == NULL || !*v)
+		fail_msg("environment variable %s is not set (run the suites through make test)", name);
+	return v;
+}
+
+struct buf {
+	char *p;
+	size_t n;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct buf *b = ud;
+	size_t n = size * nmemb;
+	char *np = realloc(b->p, b->n + n + 1);
+
+	if (np == NULL)
+		return 0;
+	memcpy(np + b->n, ptr, n);
+	b->n += n;
+	np[b->n] = '\0';
+	b->p = np;
+	return n;
+}
+
+static struct it_resp *perform(const char *method, const char *path, const char *key, const char *ctype,
+			       const void *body, size_t len, va_list *extra)
+{
+	CURL *h = curl_easy_init();
+	struct curl_slist *hdrs = NULL;
+	struct buf data = {calloc(1, 1), 0}, head = {calloc(1, 1), 0};
+	struct it_resp *r = calloc(1, sizeof(*r));
+	char url[4096], line[512];
+	CURLcode rc;
+
+	assert_non_null(h);
+	assert_non_null(r);
+	snprintf(url, sizeof(url), "%s%s", it_env("DIALER_API_URL"), path);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &data);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &head);
+	if (key != NULL) {
+		snprintf(line, sizeof(line), "x-api-key: %s", key);
+		hdrs = curl_slist_append(hdrs, line);
+	}
+	if (ctype != NULL) {
+		snprintf(line, sizeof(line), "Content-Type: %s", ctype);
+		hdrs = curl_slist_append(hdrs, line);
+	}
+	hdrs = curl_slist_append(hdrs, "Expect:");
+	if (extra != NULL) {
+		const char *hline;
+
+		while ((hline = va_arg(*extra, const char *)) != NULL)
+			hdrs = curl_slist_append(hdrs, hline);
+	}
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	if (body != NULL) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	}
+	if (!strcmp(method, "HEAD"))
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	rc = curl_easy_perform(h);
+	if (rc != CURLE_OK)
+		fail_msg("%s %s failed: %s", method, path, curl_easy_strerror(rc));
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	r->body = data.p;
+	r->headers = head.p;
+	r->json = json_loads(r->body, JSON_DECODE_ANY, NULL);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	return r;
+}
+
+struct it_resp *it_call(const char *method, const char *path, const char *key, const char *body, ...)
+{
+	struct it_resp *r;
+	va_list ap;
+
+	va_start(ap, body);
+	r = perform(method, path, key, body ? "application/json" : NULL, body, body ? strlen(body) : 0, &ap);
+	va_end(ap);
+	return r;
+}
+
+struct it_resp *it_callf(const char *method, const char *path, const char *key, const char *fmt, ...)
+{
+	struct it_resp *r;
+	char *body = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&body, fmt, ap) < 0)
+		fail_msg("out of memory");
+	va_end(ap);
+	r = perform(method, path, key, "application/json", body, strlen(body), NULL);
+	free(body);
+	return r;
+}
+
+struct it_resp *it_call_raw(const char *method, const char *path, const char *key, const char *ctype,
+			    const void *body, size_t len)
+{
+	return perform(method, path, key, ctype, body, len, NULL);
+}
+
+void it_resp_free(struct it_resp *r)
+{
+	if (r == NULL)
+		return;
+	json_decref(r->json);
+	free(r->body);
+	free(r->headers);
+	free(r);
+}
+
+const char *it_header(const struct it_resp *r, const char *name, char *buf, size_t len)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = r->headers; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+		if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+			const char *v = p + n + 1;
+			size_t vl;
+
+			while (*v == ' ')
+				v++;
+			vl = strcspn(v, "\r\n");
+			if (vl >= len)
+				vl = len - 1;
+			memcpy(buf, v, vl);
+			buf[vl] = '\0';
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+void it_expect(const struct it_resp *r, long status)
+{
+	if (r->status != status)
+		fail_msg("expected HTTP %ld, got %ld: %s", status, r->status, r->body);
+	if (status >= 400) {
+		json_t *sc = json_object_get(r->json, "statusCode");
+
+		if (!json_is_integer(sc) || json_integer_value(sc) != status ||
+		    !json_is_string(json_object_get(r->json, "message")) ||
+		    !json_is_string(json_object_get(r->json, "error")))
+			fail_msg("error body is not {statusCode, message, error}: %s", r->body);
+	}
+}
+
+const char *it_str(const struct it_resp *r, const char *field)
+{
+	return json_string_value(json_object_get(r->json, field));
+}
+
+long long it_int(const struct it_resp *r, const char *field)
+{
+	json_t *v = json_object_get(r->json, field);
+
+	if (!json_is_integer(v))
+		fail_msg("field %s is not an integer in %s", field, r->body);
+	return json_integer_value(v);
+}
+
+char *it_ctl(int *exit_code, ...)
+{
+	const char *argv[32];
+	int n = 0, pipefd[2], status;
+	struct buf out = {calloc(1, 1), 0};
+	char chunk[4096];
+	ssize_t got;
+	pid_t pid;
+	va_list ap;
+
+	argv[n++] = it_env("DIALER_CTL");
+	va_start(ap, exit_code);
+	while (n < 31 && (argv[n] = va_arg(ap, const char *)) != NULL)
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	assert_int_equal(pipe(pipefd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(pipefd[1], 1);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(pipefd[1]);
+	while ((got = read(pipefd[0], chunk, sizeof(chunk))) > 0)
+		on_data(chunk, 1, (size_t)got, &out);
+	close(pipefd[0]);
+	waitpid(pid, &status, 0);
+	*exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+	return out.p;
+}
+
+void it_org_new(struct it_org *org, long quota_minutes)
+{
+	char quota[32], name[64], *out;
+	json_t *j;
+	int code;
+
+	snprintf(quota, sizeof(quota), "%ld", quota_minutes);
+	snprintf(name, sizeof(name), "it-org-%d-%ld", (int)getpid(), (long)random());
+	out = it_ctl(&code, "org", "create", "--name", name, "--quota-minutes", quota, NULL);
+	assert_int_equal(code, 0);
+	j = json_loads(out, 0, NULL);
+	assert_non_null(j);
+	snprintf(org->id, sizeof(org->id), "%s", json_string_value(json_object_get(j, "organizationId")));
+	snprintf(org->key, sizeof(org->key), "%s", json_string_value(json_object_get(j, "apiKey")));
+	json_decref(j);
+	free(out);
+	out = it_ctl(&code, "flow", "create", "--org", org->id, "--name", "it flow", "--voice-url",
+		     "http://127.0.0.1:9/voice.xml", NULL);
+	assert_int_equal(code, 0);
+	j = json_loads(out, 0, NULL);
+	assert_non_null(j);
+	snprintf(org->flow_id, sizeof(org->flow_id), "%s", json_string_value(json_object_get(j, "id")));
+	json_decref(j);
+	free(out);
+}
+
+PGconn *it_db(void)
+{
+	static PGconn *conn;
+
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+		PQfinish(conn);
+		conn = PQconnectdb(it_env("DIALER_DB_URL"));
+		if (PQstatus(conn) != CONNECTION_OK)
+			fail_msg("cannot connect to the test database: %s", PQerrorMessage(conn));
+	}
+	return conn;
+}
+
+long long it_db_count(const char *sql, ...)
+{
+	const char *params[16];
+	int n = 0;
+	long long v = -1;
+	PGresult *r;
+	va_list ap;
+
+	va_start(ap, sql);
+	while (n < 16 && (params[n] = va_arg(ap, const char *)) != NULL)
+		n++;
+	va_end(ap);
+	r = PQexecParams(it_db(), sql, n, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		fail_msg("query failed: %s: %s", sql, PQresultErrorMessage(r));
+	if (PQntuples(r) > 0)
+		v = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return v;
+}
+
+void it_phone(char out[20], int last_digit)
+{
+	static unsigned counter;
+	static unsigned base;
+
+	if (base == 0)
+		base = (unsigned)(time(NULL) % 100000) * 100 + (unsigned)(getpid() % 100);
+	counter++;
+	/* +1 555 then 9 digits from this run and call, then the chosen last digit. */
+	snprintf(out, 20, "+1555%04u%04u%d", (base + counter / 10000) % 10000, counter % 10000,
+		 last_digit % 10);
+}
+
+int it_poll(int (*cond)(void *arg), void *arg, int timeout_ms)
+{
+	struct timespec step = {0, 20 * 1000000L};
+	int waited = 0, v;
+
+	while (!(v = cond(arg)) && waited < timeout_ms) {
+		nanosleep(&step, NULL);
+		waited += 20;
+	}
+	return v;
+}
