@@ -62,6 +62,20 @@ static const struct opt opts[] = {
 	S("carrier", "from", carrier_from, "+15005550006"),
 	S("sim", "listen", sim_listen, "127.0.0.1"),
 	I("sim", "port", sim_port, 8090, 0, 65535),
+	I("sim", "call_seconds", sim_call_seconds, 30, 0, 3600),
+	I("sim", "ring_seconds", sim_ring_seconds, 5, 0, 600),
+	I("sim", "latency_ms", sim_latency_ms, 0, 0, 60000),
+	I("sim", "rate_429_pct", sim_rate_429_pct, 0, 0, 100),
+	I("sim", "rate_5xx_pct", sim_rate_5xx_pct, 0, 0, 100),
+	I("scheduler", "tick_ms", scheduler_tick_ms, 100, 5, 10000),
+	I("scheduler", "lease_s", scheduler_lease_s, 10, 2, 600),
+	I("scheduler", "timeout_grace_s", scheduler_timeout_grace_s, 30, 0, 3600),
+	I("scheduler", "reconcile_after_s", scheduler_reconcile_after_s, 60, 1, 3600),
+	I("worker", "max_in_flight", worker_max_in_flight, 200, 1, 100000),
+	I("worker", "connect_timeout_ms", worker_connect_timeout_ms, 3000, 100, 60000),
+	I("worker", "request_timeout_ms", worker_request_timeout_ms, 10000, 100, 120000),
+	I("worker", "max_429_retries", worker_max_429_retries, 5, 0, 100),
+	SECRET("worker", "db_url", worker_db_url, ""),
 };
 
 static char **str_field(struct dl_config *cfg, const struct opt *o)

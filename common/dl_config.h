@@ -55,6 +55,22 @@ struct dl_config {
 	/* sim */
 	char *sim_listen;
 	int sim_port;
+	int sim_call_seconds;    /* length of an answered call, in (scaled) seconds */
+	int sim_ring_seconds;    /* ringing before the outcome, in (scaled) seconds */
+	int sim_latency_ms;      /* added to every API answer */
+	int sim_rate_429_pct;    /* share of creates answered 429 (call not created) */
+	int sim_rate_5xx_pct;    /* share of creates answered 500 after creating the call */
+	/* scheduler */
+	int scheduler_tick_ms;
+	int scheduler_lease_s;
+	int scheduler_timeout_grace_s;
+	int scheduler_reconcile_after_s;
+	/* worker */
+	int worker_max_in_flight;
+	int worker_connect_timeout_ms;
+	int worker_request_timeout_ms;
+	int worker_max_429_retries;
+	char *worker_db_url;
 };
 
 /* Fills cfg with defaults, then path's values (if path is not NULL), then the

@@ -1,0 +1,143 @@
+/* Dispatch: for each running campaign, as many dials as its pace and its
+ * concurrency cap allow now; each claimed call gets an attempt with a fresh
+ * id and a dial job in the outbox, all in the transaction that checked this
+ * replica still leads. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dl_db.h"
+#include "dl_log.h"
+#include "dl_metrics.h"
+#include "scheduler.h"
+
+static const char SQL_RUNNING[] =
+	"SELECT c.id, c.calls_per_minute, c.max_concurrent_calls,"
+	" coalesce((extract(epoch FROM c.next_dial_at) * 1000)::bigint, 0), c.queued + c.in_progress,"
+	" c.call_timeout_minutes, f.voice_url, c.organization_id,"
+	" (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+	" FROM campaigns c JOIN flows f ON f.id = c.flow_id"
+	" WHERE c.status = 'IN_PROGRESS' AND c.snapshot_done AND c.pending > 0"
+	" ORDER BY c.next_dial_at NULLS FIRST LIMIT 2000 FOR UPDATE OF c SKIP LOCKED";
+
+/* Claims up to $2 due calls of campaign $1 (due retries first, then fresh
+ * calls in snapshot order), creates their attempts and dial jobs. */
+static const char SQL_CLAIM[] =
+	"WITH due AS ("
+	"  (SELECT id FROM calls WHERE campaign_id = $1 AND status = 'PENDING'"
+	"    AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $2)"
+	"  UNION ALL"
+	"  (SELECT id FROM calls WHERE campaign_id = $1 AND status = 'PENDING'"
+	"    AND next_attempt_at IS NULL ORDER BY id LIMIT $2)"
+	"  LIMIT $2),"
+	" claimed AS ("
+	"  UPDATE calls SET status = 'QUEUED', attempts = attempts + 1"
+	"   WHERE id IN (SELECT id FROM due) AND status = 'PENDING'"
+	"  RETURNING id, attempts, phone_number),"
+	" att AS ("
+	"  INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
+	"  SELECT 'att_' || replace(gen_random_uuid()::text, '-', ''), id, $1, attempts, phone_number"
+	"    FROM claimed RETURNING id, call_id, to_number),"
+	" jobs AS ("
+	"  INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
+	"  SELECT $3, 'dial', 'msg_' || att.id, 'dial', jsonb_build_object("
+	"    'type', 'dial', 'messageId', 'msg_' || att.id, 'attemptId', att.id, 'callId', att.call_id,"
+	"    'campaignId', $1, 'organizationId', $4, 'to', att.to_number, 'from', $5, 'voiceUrl', $6,"
+	"    'statusCallback', $7 || att.id, 'timeLimitSec', $8::int, 'ringTimeoutSec', $9::int)"
+	"  FROM att RETURNING 1)"
+	" SELECT count(*) FROM jobs";
+static const char SQL_ADVANCE[] =
+	"UPDATE campaigns SET pending = pending - $2, queued = queued + $2,"
+	" next_dial_at = to_timestamp($3::bigint / 1000.0) WHERE id = $1";
+
+/* Ring time given to the carrier, in seconds. */
+#define RING_TIMEOUT_S "30"
+
+static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int row, int64_t now_ms)
+{
+	struct sched_pace pace = {
+		.next_ms = atoll(PQgetvalue(camps, row, 3)),
+		.calls_per_minute = atoi(PQgetvalue(camps, row, 1)),
+		.max_concurrent = atoi(PQgetvalue(camps, row, 2)),
+		.live = atoll(PQgetvalue(camps, row, 4)),
+		.minute_ms = s->cfg->clock_minute_ms,
+		.tick_ms = s->cfg->scheduler_tick_ms,
+	};
+	char limit[16], time_limit[16], callback[512], n_s[16], next_s[24];
+	const char *id = PQgetvalue(camps, row, 0);
+	int64_t base;
+	int n, got;
+	PGresult *r;
+
+	n = sched_pace_allow(&pace, now_ms, &base);
+	if (n <= 0)
+		return 0;
+	snprintf(limit, sizeof(limit), "%d", n);
+	snprintf(time_limit, sizeof(time_limit), "%d", atoi(PQgetvalue(camps, row, 5)) * 60);
+	snprintf(callback, sizeof(callback), "%s/v1/carrier/status?attemptId=", s->cfg->api_public_url);
+	{
+		const char *p[9] = {id,
+				    limit,
+				    s->cfg->amqp_jobs_exchange,
+				    PQgetvalue(camps, row, 7),
+				    s->cfg->carrier_from,
+				    PQgetvalue(camps, row, 6),
+				    callback,
+				    time_limit,
+				    RING_TIMEOUT_S};
+
+		r = dl_db_exec(db, SQL_CLAIM, 9, p, NULL);
+	}
+	if (r == NULL)
+		return -EIO;
+	got = atoi(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	if (got == 0)
+		return 0;
+	snprintf(n_s, sizeof(n_s), "%d", got);
+	snprintf(next_s, sizeof(next_s), "%lld", (long long)sched_pace_advance(&pace, base, got));
+	{
+		const char *p[3] = {id, n_s, next_s};
+
+		r = dl_db_exec(db, SQL_ADVANCE, 3, p, NULL);
+	}
+	if (r == NULL)
+		return -EIO;
+	PQclear(r);
+	return got;
+}
+
+int sched_dispatch(struct sched_ctx *s, PGconn *db)
+{
+	PGresult *camps = NULL;
+	int total = 0, r = -EIO;
+
+	if (dl_db_cmd(db, "BEGIN") < 0)
+		return -EIO;
+	if (!sched_lease_check(s, db)) {
+		r = 0;
+		goto out;
+	}
+	camps = dl_db_exec(db, SQL_RUNNING, 0, NULL, NULL);
+	if (camps == NULL)
+		goto out;
+	for (int i = 0; i < PQntuples(camps); i++) {
+		/* The database's clock paces, so replicas' clocks never matter. */
+		int n = dispatch_one(s, db, camps, i, atoll(PQgetvalue(camps, i, 8)));
+
+		if (n < 0)
+			goto out;
+		total += n;
+	}
+	if (dl_db_cmd(db, "COMMIT") < 0)
+		goto out;
+	if (total > 0)
+		dl_metrics_add("dialer_scheduler_dials_dispatched_total", "", total);
+	r = total;
+out:
+	PQclear(camps);
+	if (PQtransactionStatus(db) != PQTRANS_IDLE)
+		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+	return r;
+}

@@ -1,0 +1,214 @@
+/* Housekeeping passes of the leader, each its own transaction that re-checks
+ * the lease: scheduled starts, audience snapshots, cancels, quota pauses,
+ * call timeouts, reconciles of attempts whose outcome is unknown, and
+ * completion. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dl_db.h"
+#include "dl_log.h"
+#include "dl_metrics.h"
+#include "scheduler.h"
+
+static const char SQL_SCHEDULED_START[] =
+	"UPDATE campaigns SET status = 'IN_PROGRESS', started_at = coalesce(started_at, now())"
+	" WHERE status = 'SCHEDULED' AND scheduled_at <= now() RETURNING id";
+static const char SQL_TO_SNAPSHOT[] =
+	"SELECT id, audience_id, status FROM campaigns WHERE NOT snapshot_done"
+	" AND status IN ('IN_PROGRESS', 'PAUSED', 'CANCELLED') ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED";
+/* One set-based statement: every contact of the audience becomes a call;
+ * numbers on the organization's do-not-call list are SKIPPED. */
+static const char SQL_SNAPSHOT[] =
+	"WITH ins AS ("
+	"  INSERT INTO calls (campaign_id, contact_id, contact_name, phone_number, status, outcome, completed_at)"
+	"  SELECT $1, c.id, c.name, c.phone_number,"
+	"    CASE WHEN d.phone_number IS NULL THEN 'PENDING' ELSE 'SKIPPED' END,"
+	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE 'dnc' END,"
+	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE now() END"
+	"  FROM audience_contacts ac JOIN contacts c ON c.id = ac.contact_id"
+	"  LEFT JOIN dnc d ON d.organization_id = c.organization_id AND d.phone_number = c.phone_number"
+	"  WHERE ac.audience_id = $2 ORDER BY ac.added_at, ac.contact_id"
+	"  ON CONFLICT (campaign_id, contact_id) DO NOTHING RETURNING status)"
+	" UPDATE campaigns SET snapshot_done = true,"
+	"  total = total + (SELECT count(*) FROM ins),"
+	"  pending = pending + (SELECT count(*) FROM ins WHERE status = 'PENDING'),"
+	"  skipped = skipped + (SELECT count(*) FROM ins WHERE status = 'SKIPPED')"
+	" WHERE id = $1 RETURNING total";
+static const char SQL_SNAPSHOT_NONE[] = "UPDATE campaigns SET snapshot_done = true WHERE id = $1";
+static const char SQL_CANCEL_PENDING[] =
+	"WITH s AS (UPDATE calls SET status = 'SKIPPED', outcome = 'cancelled', completed_at = now()"
+	"  WHERE campaign_id IN (SELECT id FROM campaigns WHERE status = 'CANCELLED' AND pending > 0)"
+	"  AND status = 'PENDING' RETURNING campaign_id),"
+	" n AS (SELECT campaign_id, count(*) AS c FROM s GROUP BY campaign_id)"
+	" UPDATE campaigns SET pending = pending - n.c, skipped = skipped + n.c FROM n"
+	" WHERE campaigns.id = n.campaign_id";
+static const char SQL_QUOTA_PAUSE[] =
+	"UPDATE campaigns SET status = 'PAUSED', pause_reason = 'quota_exhausted'"
+	" WHERE status = 'IN_PROGRESS' AND organization_id IN"
+	" (SELECT id FROM organizations WHERE used_minutes >= quota_minutes) RETURNING id";
+/* Live past callTimeoutMinutes plus the grace: hang up. */
+static const char SQL_TIMEOUT_HANGUP[] =
+	"WITH t AS ("
+	"  UPDATE call_attempts a SET hangup_sent = true,"
+	"   reconcile_at = now() + make_interval(secs => $3::int * $2::int / 60000.0)"
+	"  FROM campaigns c WHERE c.id = a.campaign_id AND a.status = 'ACCEPTED' AND NOT a.hangup_sent"
+	"   AND a.dialed_at < now() - make_interval(secs => (c.call_timeout_minutes * 60 + $3::int) * $2::int / 60000.0)"
+	"  RETURNING a.id, a.call_sid)"
+	" INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
+	" SELECT $1, 'dial', 'msg_hangup_' || t.id, 'hangup',"
+	"  jsonb_build_object('type', 'hangup', 'messageId', 'msg_hangup_' || t.id, 'attemptId', t.id,"
+	"   'callSid', t.call_sid) FROM t RETURNING 1";
+/* Hung up but still no final callback after another grace: end as timeout. */
+static const char SQL_TIMED_OUT[] =
+	"SELECT id FROM call_attempts WHERE status = 'ACCEPTED' AND hangup_sent AND reconcile_at < now() LIMIT 500";
+static const char SQL_END[] = "SELECT dialer_end_attempt($1, $2, $3::int, $4::boolean, $5::int)";
+/* Fenced but silent (worker died?) or ambiguous: ask the carrier first. */
+static const char SQL_RECONCILE[] =
+	"WITH r AS ("
+	"  UPDATE call_attempts SET status = 'UNKNOWN',"
+	"   reconcile_at = now() + make_interval(secs => $2::int)"
+	"  WHERE id IN (SELECT id FROM call_attempts WHERE"
+	"   (status = 'DIALING' AND dialed_at < now() - make_interval(secs => $2::int))"
+	"   OR (status = 'UNKNOWN' AND reconcile_at <= now()) LIMIT 500)"
+	"  RETURNING id, to_number, dialed_at,"
+	"   'msg_rec_' || id || '_' || (extract(epoch FROM now()) * 1000)::bigint AS mid)"
+	" INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
+	" SELECT $1, 'dial', r.mid, 'reconcile',"
+	"  jsonb_build_object('type', 'reconcile', 'messageId', r.mid, 'attemptId', r.id,"
+	"   'to', r.to_number, 'since', iso_utc(r.dialed_at - interval '5 seconds')) FROM r RETURNING 1";
+static const char SQL_COMPLETE[] =
+	"UPDATE campaigns SET status = 'COMPLETED', completed_at = now()"
+	" WHERE status = 'IN_PROGRESS' AND snapshot_done AND pending = 0 AND queued = 0 AND in_progress = 0"
+	" RETURNING id";
+
+/* One pass in its own transaction under the lease; logs `what` per
+ * campaign id returned when log_ids. Returns rows affected or -EIO. */
+static int step(struct sched_ctx *s, PGconn *db, const char *what, bool log_ids, const char *sql, int n,
+		const char *const *p)
+{
+	PGresult *r;
+	int rows;
+
+	if (dl_db_cmd(db, "BEGIN") < 0)
+		return -EIO;
+	if (!sched_lease_check(s, db)) {
+		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+		return 0;
+	}
+	r = dl_db_exec(db, sql, n, p, NULL);
+	if (r == NULL || dl_db_cmd(db, "COMMIT") < 0) {
+		PQclear(r);
+		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+		return -EIO;
+	}
+	rows = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : atoi(PQcmdTuples(r));
+	for (int i = 0; log_ids && i < PQntuples(r); i++)
+		dl_log_kv(DL_INFO, what, "campaign_id", PQgetvalue(r, i, 0), NULL);
+	if (!log_ids && rows > 0) {
+		char count[16];
+
+		snprintf(count, sizeof(count), "%d", rows);
+		dl_log_kv(DL_INFO, what, "count", count, NULL);
+	}
+	PQclear(r);
+	return rows;
+}
+
+static int snapshot(struct sched_ctx *s, PGconn *db)
+{
+	PGresult *r = NULL, *ins = NULL;
+	int rc = -EIO;
+
+	if (dl_db_cmd(db, "BEGIN") < 0)
+		return -EIO;
+	if (!sched_lease_check(s, db)) {
+		rc = 0;
+		goto out;
+	}
+	r = dl_db_exec(db, SQL_TO_SNAPSHOT, 0, NULL, NULL);
+	if (r == NULL)
+		goto out;
+	if (PQntuples(r) == 0) {
+		rc = 0;
+		goto out;
+	}
+	{
+		const char *p[2] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)};
+		int64_t t0 = dl_mono_ms();
+
+		/* A campaign cancelled before it ran has nothing to call. */
+		if (!strcmp(PQgetvalue(r, 0, 2), "CANCELLED"))
+			ins = dl_db_exec(db, SQL_SNAPSHOT_NONE, 1, p, NULL);
+		else
+			ins = dl_db_exec(db, SQL_SNAPSHOT, 2, p, NULL);
+		if (ins == NULL || dl_db_cmd(db, "COMMIT") < 0)
+			goto out;
+		if (PQntuples(ins) == 1) {
+			char ms[24];
+
+			snprintf(ms, sizeof(ms), "%lld", (long long)(dl_mono_ms() - t0));
+			dl_log_kv(DL_INFO, "audience snapshotted", "campaign_id", p[0], "calls",
+				  PQgetvalue(ins, 0, 0), "ms", ms, NULL);
+		}
+	}
+	rc = 1;
+out:
+	PQclear(r);
+	PQclear(ins);
+	if (PQtransactionStatus(db) != PQTRANS_IDLE)
+		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+	return rc;
+}
+
+static int end_timed_out(struct sched_ctx *s, PGconn *db)
+{
+	PGresult *r = dl_db_exec(db, SQL_TIMED_OUT, 0, NULL, NULL);
+	char minute[16];
+	int n = 0;
+
+	if (r == NULL)
+		return -EIO;
+	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
+	for (int i = 0; i < PQntuples(r); i++) {
+		const char *p[5] = {PQgetvalue(r, i, 0), "timeout", "0", "false", minute};
+		PGresult *e = dl_db_exec(db, SQL_END, 5, p, NULL);
+
+		if (e != NULL)
+			n++;
+		PQclear(e);
+	}
+	PQclear(r);
+	return n;
+}
+
+int sched_sweep(struct sched_ctx *s, PGconn *db)
+{
+	char minute[16], grace[16], reconcile[16];
+	const char *hang[3] = {s->cfg->amqp_jobs_exchange, minute, grace};
+	const char *rec[2] = {s->cfg->amqp_jobs_exchange, reconcile};
+
+	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
+	snprintf(grace, sizeof(grace), "%d", s->cfg->scheduler_timeout_grace_s);
+	snprintf(reconcile, sizeof(reconcile), "%d", s->cfg->scheduler_reconcile_after_s);
+	if (step(s, db, "scheduled campaign started", true, SQL_SCHEDULED_START, 0, NULL) < 0)
+		return -EIO;
+	/* Snapshots first: a started campaign's first dial waits on it. */
+	for (int i = 0; i < 8; i++) {
+		int n = snapshot(s, db);
+
+		if (n < 0)
+			return -EIO;
+		if (n == 0)
+			break;
+	}
+	if (step(s, db, "cancelled calls skipped", false, SQL_CANCEL_PENDING, 0, NULL) < 0 ||
+	    step(s, db, "campaign paused: no call minutes left", true, SQL_QUOTA_PAUSE, 0, NULL) < 0 ||
+	    step(s, db, "timed-out calls hung up", false, SQL_TIMEOUT_HANGUP, 3, hang) < 0 ||
+	    step(s, db, "attempts sent for reconciliation", false, SQL_RECONCILE, 2, rec) < 0 ||
+	    end_timed_out(s, db) < 0 ||
+	    step(s, db, "campaign completed", true, SQL_COMPLETE, 0, NULL) < 0)
+		return -EIO;
+	return 0;
+}

@@ -1,0 +1,82 @@
+/* dialer-scheduler: private header. A campaign's path: sched_lease.c (who
+ * leads) → sched_sweep.c (scheduled starts, snapshots, cancels, timeouts,
+ * reconciles, completion) → sched_dispatch.c (pacing, claim, attempt, job in
+ * the outbox) → the relay → workers → sched_results.c (results and carrier
+ * events applied as conditional transitions). */
+#ifndef SCHEDULER_H
+#define SCHEDULER_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dl_config.h"
+#include "dl_service.h"
+#include "dl_util.h"
+
+struct sched_ctx {
+	struct dl_service_ctx *svc;
+	const struct dl_config *cfg;
+	char holder[128];      /* this replica's name in the lease */
+	int64_t term;          /* lease term held, 0 when not leading */
+	int64_t lease_until;   /* monotonic ms until which we may act as leader */
+	volatile int leading;  /* for /readyz and metrics */
+	volatile int wake;     /* set by the command consumer: act now */
+};
+
+/* sched_lease.c */
+/* Acquires or renews the lease; true while this replica leads. */
+bool sched_lease_tick(struct sched_ctx *s, PGconn *db);
+/* Inside a transaction: locks the lease row shared and checks the term is
+ * still ours, so no other leader can be elected until commit. */
+bool sched_lease_check(struct sched_ctx *s, PGconn *db);
+/* Gives the lease up (on a clean stop) so a standby takes over at once. */
+void sched_lease_release(struct sched_ctx *s, PGconn *db);
+
+/* sched_pacing.c: pure pacing arithmetic. */
+struct sched_pace {
+	int64_t next_ms;   /* earliest next dial start, epoch ms (0: none yet) */
+	int calls_per_minute;
+	int max_concurrent;
+	int64_t live;      /* queued + in progress */
+	int minute_ms;
+	int tick_ms;
+};
+/* How many dials may start now (now_ms), and the next_ms to store after
+ * starting n of them (*next_after). Never more than calls_per_minute in any
+ * minute, evenly spaced, catching up at most one tick after an idle spell. */
+int sched_pace_allow(const struct sched_pace *p, int64_t now_ms, int64_t *next_base);
+/* next_ms to store after n dials starting from base. */
+int64_t sched_pace_advance(const struct sched_pace *p, int64_t base, int n);
+
+/* sched_outcome.c: carrier statuses to outcomes. */
+/* The outcome of a terminal carrier status, or NULL when not terminal.
+ * answered_by may be NULL; hung_up says the scheduler hung the call up. */
+const char *sched_outcome(const char *call_status, const char *answered_by, long duration, bool was_answered,
+			  bool hung_up);
+/* True when the outcome may be retried (busy, no-answer, failed). */
+bool sched_outcome_retryable(const char *outcome);
+/* COMPLETED for answered calls (a person or voicemail), else FAILED. */
+const char *sched_outcome_call_status(const char *outcome);
+/* Minutes charged for an answered call of duration seconds (rounded up). */
+long sched_minutes_charged(const char *outcome, long duration);
+
+/* sched_dispatch.c: one dispatch pass over running campaigns; returns the
+ * number of jobs created or -EIO. */
+int sched_dispatch(struct sched_ctx *s, PGconn *db);
+
+/* sched_sweep.c: housekeeping passes, each in its own transaction. */
+int sched_sweep(struct sched_ctx *s, PGconn *db);
+
+/* sched_results.c */
+/* Applies one result or event message in its own transaction; 0 when
+ * applied or ignored (duplicate, late, unknown), -EIO to retry later,
+ * -EINVAL for a message that can never be applied. */
+int sched_apply(struct sched_ctx *s, PGconn *db, const char *body, size_t len);
+/* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
+void *sched_results_thread(void *arg);
+/* Thread body: consumes commands, waking the leader (arg: sched_ctx). */
+void *sched_commands_thread(void *arg);
+
+#endif
