@@ -14,9 +14,9 @@
 
 static const char SQL_RUNNING[] =
 	"SELECT c.id, c.calls_per_minute, c.max_concurrent_calls,"
-	" coalesce((extract(epoch FROM c.next_dial_at) * 1000)::bigint, 0), c.queued + c.in_progress,"
+	" coalesce((extract(epoch FROM c.next_dial_at) * 1000000)::bigint, 0), c.queued + c.in_progress,"
 	" c.call_timeout_minutes, f.voice_url, c.organization_id,"
-	" (extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+	" (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 	" FROM campaigns c JOIN flows f ON f.id = c.flow_id"
 	" WHERE c.status = 'IN_PROGRESS' AND c.snapshot_done AND c.pending > 0"
 	" ORDER BY c.next_dial_at NULLS FIRST LIMIT 2000 FOR UPDATE OF c SKIP LOCKED";
@@ -49,15 +49,15 @@ static const char SQL_CLAIM[] =
 	" SELECT count(*) FROM jobs";
 static const char SQL_ADVANCE[] =
 	"UPDATE campaigns SET pending = pending - $2, queued = queued + $2,"
-	" next_dial_at = to_timestamp($3::bigint / 1000.0) WHERE id = $1";
+	" next_dial_at = to_timestamp($3::bigint / 1000000.0) WHERE id = $1";
 
 /* Ring time given to the carrier, in seconds. */
 #define RING_TIMEOUT_S "30"
 
-static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int row, int64_t now_ms)
+static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int row, int64_t now_us)
 {
 	struct sched_pace pace = {
-		.next_ms = atoll(PQgetvalue(camps, row, 3)),
+		.next_us = atoll(PQgetvalue(camps, row, 3)),
 		.calls_per_minute = atoi(PQgetvalue(camps, row, 1)),
 		.max_concurrent = atoi(PQgetvalue(camps, row, 2)),
 		.live = atoll(PQgetvalue(camps, row, 4)),
@@ -70,7 +70,7 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 	int n, got;
 	PGresult *r;
 
-	n = sched_pace_allow(&pace, now_ms, &base);
+	n = sched_pace_allow(&pace, now_us, &base);
 	if (n <= 0)
 		return 0;
 	snprintf(limit, sizeof(limit), "%d", n);

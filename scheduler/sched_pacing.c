@@ -3,30 +3,35 @@
  * so a new leader carries on where the old one stopped. */
 #include "scheduler.h"
 
-/* Rounded up, so that calls_per_minute intervals never fit in one minute
- * plus one start. */
-static int64_t interval_ms(const struct sched_pace *p)
+/* The spacing of starts. A start happens up to one tick after its slot, and
+ * a job reaches the carrier with a few milliseconds of jitter, so the slots
+ * are spread over the minute plus a guard of one tick and 0.5%: then no
+ * sliding minute ever holds more than calls_per_minute starts, and the pace
+ * stays within 1% of the target. */
+static int64_t interval_us(const struct sched_pace *p)
 {
 	int64_t cpm = p->calls_per_minute > 0 ? p->calls_per_minute : 1;
-	int64_t i = ((int64_t)p->minute_ms + cpm - 1) / cpm;
+	int64_t span = ((int64_t)p->minute_ms + p->tick_ms + p->minute_ms / 200) * 1000;
+	int64_t i = (span + cpm - 1) / cpm;
 
 	return i > 0 ? i : 1;
 }
 
-int sched_pace_allow(const struct sched_pace *p, int64_t now_ms, int64_t *next_base)
+int sched_pace_allow(const struct sched_pace *p, int64_t now_us, int64_t *next_base)
 {
-	int64_t interval = interval_ms(p), base = p->next_ms, n;
+	int64_t interval = interval_us(p), base = p->next_us, n;
 
 	*next_base = base;
 	if (p->calls_per_minute <= 0 || p->live >= p->max_concurrent)
 		return 0;
-	/* After an idle spell, catch up at most one tick: no burst. */
-	if (base < now_ms - p->tick_ms)
-		base = now_ms - p->tick_ms;
+	/* After an idle spell (a pause, a new leader) start afresh: no burst of
+	 * the starts that were missed. */
+	if (base < now_us - (int64_t)p->tick_ms * 1000)
+		base = now_us;
 	*next_base = base;
-	if (base > now_ms)
+	if (base > now_us)
 		return 0;
-	n = (now_ms - base) / interval + 1;
+	n = (now_us - base) / interval + 1;
 	if (n > p->max_concurrent - p->live)
 		n = p->max_concurrent - p->live;
 	if (n > 1000)
@@ -36,5 +41,5 @@ int sched_pace_allow(const struct sched_pace *p, int64_t now_ms, int64_t *next_b
 
 int64_t sched_pace_advance(const struct sched_pace *p, int64_t base, int n)
 {
-	return base + interval_ms(p) * n;
+	return base + interval_us(p) * n;
 }

@@ -36,18 +36,18 @@ void sched_lease_release(struct sched_ctx *s, PGconn *db);
 
 /* sched_pacing.c: pure pacing arithmetic. */
 struct sched_pace {
-	int64_t next_ms;   /* earliest next dial start, epoch ms (0: none yet) */
+	int64_t next_us;   /* earliest next dial start, epoch microseconds (0: none yet) */
 	int calls_per_minute;
 	int max_concurrent;
 	int64_t live;      /* queued + in progress */
 	int minute_ms;
 	int tick_ms;
 };
-/* How many dials may start now (now_ms), and the next_ms to store after
- * starting n of them (*next_after). Never more than calls_per_minute in any
- * minute, evenly spaced, catching up at most one tick after an idle spell. */
-int sched_pace_allow(const struct sched_pace *p, int64_t now_ms, int64_t *next_base);
-/* next_ms to store after n dials starting from base. */
+/* How many dials may start at now_us, writing the slot they start from to
+ * *next_base. Never more than calls_per_minute in any minute, evenly spaced,
+ * no catch-up burst after an idle spell. */
+int sched_pace_allow(const struct sched_pace *p, int64_t now_us, int64_t *next_base);
+/* next_us to store after n dials starting from base. */
 int64_t sched_pace_advance(const struct sched_pace *p, int64_t base, int n);
 
 /* sched_outcome.c: carrier statuses to outcomes. */

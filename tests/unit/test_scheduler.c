@@ -1,0 +1,160 @@
+/* Unit tests of the scheduler's rules: pacing arithmetic (no minute ever
+ * holds more than calls_per_minute starts, starts are evenly spaced, the cap
+ * on live calls holds, no burst after an idle spell) and carrier outcomes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler.h"
+
+/* Simulates a leader ticking every tick_ms for `minutes` minutes and checks
+ * every sliding window of one minute. */
+static void simulate(int cpm, int max_conc, int minute_ms, int tick_ms, int minutes, int call_ms)
+{
+	struct sched_pace p = {0, cpm, max_conc, 0, minute_ms, tick_ms};
+	int64_t *starts = calloc((size_t)cpm * (size_t)(minutes + 2) + 16, sizeof(int64_t));
+	int64_t *ends = calloc((size_t)cpm * (size_t)(minutes + 2) + 16, sizeof(int64_t));
+	size_t n = 0;
+	int64_t t0 = 1000000, now;
+
+	for (now = t0; now < t0 + (int64_t)minutes * minute_ms; now += tick_ms) {
+		int64_t base;
+		int k;
+
+		p.live = 0;
+		for (size_t i = 0; i < n; i++)
+			if (ends[i] > now)
+				p.live++;
+		k = sched_pace_allow(&p, now * 1000, &base);
+		assert_true(k >= 0);
+		assert_true(p.live + k <= max_conc);
+		for (int i = 0; i < k; i++) {
+			starts[n] = now;
+			ends[n] = now + call_ms;
+			n++;
+		}
+		if (k > 0)
+			p.next_us = sched_pace_advance(&p, base, k);
+	}
+	/* No sliding minute holds more than cpm starts. */
+	for (size_t i = 0, j = 0; i < n; i++) {
+		while (starts[i] - starts[j] >= minute_ms)
+			j++;
+		if (i - j + 1 > (size_t)cpm)
+			fail_msg("cpm %d: %zu starts within one minute", cpm, i - j + 1);
+	}
+	/* Unconstrained by concurrency, the pace is met within 5%. */
+	if (max_conc >= cpm) {
+		double per_min = (double)n / minutes;
+
+		if (per_min < cpm * 0.95 || per_min > cpm)
+			fail_msg("cpm %d: %.1f starts per minute", cpm, per_min);
+	}
+	free(starts);
+	free(ends);
+}
+
+static void test_pacing_table(void **state)
+{
+	static const struct {
+		int cpm, max_conc, minute_ms, tick_ms, minutes, call_ms;
+	} cases[] = {
+		{10, 1000, 60000, 100, 5, 1000},   {1, 1000, 60000, 100, 5, 1000},
+		{7, 1000, 60000, 100, 5, 1000},    {60, 1000, 1000, 10, 10, 10},
+		{600, 1000, 60000, 100, 3, 100},   {6000, 1000, 60000, 100, 2, 10},
+		{6000, 1000, 1000, 5, 3, 1},       {59, 1000, 1000, 7, 20, 1},
+		{120, 5, 60000, 100, 3, 10000},    {100, 1, 1000, 5, 5, 30},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < DL_ARRAY_LEN(cases); i++)
+		simulate(cases[i].cpm, cases[i].max_conc, cases[i].minute_ms, cases[i].tick_ms, cases[i].minutes,
+			 cases[i].call_ms);
+}
+
+static void test_pacing_no_burst_after_idle(void **state)
+{
+	/* A campaign idle for ten minutes (paused, or a new leader) does not
+	 * dial the missed starts at once. */
+	struct sched_pace p = {1000000000, 60, 1000, 0, 60000, 100};
+	int64_t base;
+	int n = sched_pace_allow(&p, 1000000000 + 600000000, &base);
+
+	(void)state;
+	assert_int_equal(n, 1);
+	/* Exactly on time: one; before time: none. */
+	p.next_us = 5000000;
+	assert_int_equal(sched_pace_allow(&p, 5000000, &base), 1);
+	assert_int_equal(sched_pace_allow(&p, 4999999, &base), 0);
+	/* Live calls at the cap: none. */
+	p.live = 1000;
+	assert_int_equal(sched_pace_allow(&p, 5000000, &base), 0);
+}
+
+static void test_outcomes(void **state)
+{
+	static const struct {
+		const char *status, *answered_by;
+		long duration;
+		bool answered, hung_up;
+		const char *outcome; /* NULL: not terminal */
+		bool retry;
+	} cases[] = {
+		{"completed", "human", 42, true, false, "answered", false},
+		{"completed", NULL, 42, false, false, "answered", false},
+		{"completed", "machine_start", 10, true, false, "voicemail", false},
+		{"completed", "machine_end_beep", 10, true, false, "voicemail", false},
+		{"completed", NULL, 0, false, false, "no-answer", true},
+		{"completed", "human", 300, true, true, "timeout", false},
+		{"busy", NULL, 0, false, false, "busy", true},
+		{"no-answer", NULL, 0, false, false, "no-answer", true},
+		{"failed", NULL, 0, false, false, "failed", true},
+		{"canceled", NULL, 0, false, false, "failed", true},
+		{"canceled", NULL, 0, true, true, "timeout", false},
+		{"initiated", NULL, 0, false, false, NULL, false},
+		{"ringing", NULL, 0, false, false, NULL, false},
+		{"in-progress", "human", 0, true, false, NULL, false},
+		{"queued", NULL, 0, false, false, NULL, false},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < DL_ARRAY_LEN(cases); i++) {
+		const char *o = sched_outcome(cases[i].status, cases[i].answered_by, cases[i].duration,
+					      cases[i].answered, cases[i].hung_up);
+
+		if (cases[i].outcome == NULL) {
+			assert_null(o);
+			continue;
+		}
+		assert_non_null(o);
+		assert_string_equal(o, cases[i].outcome);
+		assert_int_equal(sched_outcome_retryable(o), cases[i].retry);
+	}
+	assert_false(sched_outcome_retryable("invalid-number"));
+	assert_false(sched_outcome_retryable("answered"));
+	assert_string_equal(sched_outcome_call_status("answered"), "COMPLETED");
+	assert_string_equal(sched_outcome_call_status("voicemail"), "COMPLETED");
+	assert_string_equal(sched_outcome_call_status("busy"), "FAILED");
+	assert_string_equal(sched_outcome_call_status("invalid-number"), "FAILED");
+	assert_int_equal(sched_minutes_charged("answered", 1), 1);
+	assert_int_equal(sched_minutes_charged("answered", 60), 1);
+	assert_int_equal(sched_minutes_charged("answered", 61), 2);
+	assert_int_equal(sched_minutes_charged("voicemail", 87), 2);
+	assert_int_equal(sched_minutes_charged("busy", 87), 0);
+	assert_int_equal(sched_minutes_charged("answered", 0), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pacing_table),
+		cmocka_unit_test(test_pacing_no_burst_after_idle),
+		cmocka_unit_test(test_outcomes),
+	};
+
+	return cmocka_run_group_tests_name("scheduler rules", tests, NULL, NULL);
+}
