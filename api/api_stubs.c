@@ -8,4 +8,3 @@
 		dl_http_error(c->resp, 501, "%s is not implemented yet", #fn); \
 	}
 
-STUB(api_carrier_status)

@@ -1,0 +1,405 @@
+/* Integration tests of the carrier's status callbacks (POST
+ * /v1/carrier/status?attemptId=...): a correctly signed form is answered 204
+ * and becomes one call.status message on the results route of dialer.jobs;
+ * a forged, missing or misplaced signature is 403, a malformed form or an
+ * invalid field 400, and none of them publishes anything. Messages are read
+ * from a durable queue of this test bound to dialer.jobs with key "result". */
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "dl_form.h"
+#include "dl_twsig.h"
+#include "dl_util.h"
+#include "it_lib.h"
+
+#define CSID "CA0123456789abcdef0123456789abcdef"
+
+static char queue[64];
+static char token[256];
+static char base[512];
+static char prefix[32]; /* of every attempt id of this run */
+
+static amqp_connection_state_t mq_open(void)
+{
+	struct amqp_connection_info info;
+	char *url = strdup(it_env("DIALER_AMQP_URL"));
+	amqp_connection_state_t conn = amqp_new_connection();
+	amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+
+	assert_int_equal(amqp_parse_url(url, &info), AMQP_STATUS_OK);
+	assert_int_equal(amqp_socket_open(sock, info.host, info.port), AMQP_STATUS_OK);
+	assert_int_equal(amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user,
+				    info.password).reply_type,
+			 AMQP_RESPONSE_NORMAL);
+	amqp_channel_open(conn, 1);
+	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+	free(url);
+	return conn;
+}
+
+static void mq_close(amqp_connection_state_t conn)
+{
+	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(conn);
+}
+
+static int setup(void **state)
+{
+	const char *t = getenv("DIALER_CARRIER_AUTH_TOKEN"), *pub = getenv("DIALER_API_PUBLIC_URL");
+	amqp_connection_state_t conn;
+
+	(void)state;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	snprintf(token, sizeof(token), "%s", t && *t ? t : "dialer-local-auth-token");
+	snprintf(base, sizeof(base), "%s", pub && *pub ? pub : it_env("DIALER_API_URL"));
+	snprintf(prefix, sizeof(prefix), "att_it%d_", (int)getpid());
+	snprintf(queue, sizeof(queue), "it.results.%d", (int)getpid());
+	conn = mq_open();
+	amqp_queue_declare(conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
+	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+	amqp_queue_bind(conn, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes("dialer.jobs"),
+			amqp_cstring_bytes("result"), amqp_empty_table);
+	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+	mq_close(conn);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	amqp_connection_state_t conn = mq_open();
+
+	(void)state;
+	amqp_queue_delete(conn, 1, amqp_cstring_bytes(queue), 0, 0);
+	mq_close(conn);
+	return 0;
+}
+
+struct msg {
+	char attempt[80];
+	json_t *body;
+};
+
+/* Reads this run's messages from the test queue until one for attempt
+ * `until` arrives (or wait_ms pass); returns how many were stored in out. */
+static int drain_until(const char *until, struct msg *out, int max, int wait_ms)
+{
+	amqp_connection_state_t conn = mq_open();
+	int64_t deadline = dl_mono_ms() + wait_ms;
+	int n = 0;
+	bool seen = false;
+
+	amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0, amqp_empty_table);
+	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+	while (!seen && dl_mono_ms() < deadline) {
+		amqp_envelope_t env;
+		struct timeval tv = {0, 200000};
+		amqp_rpc_reply_t rr;
+		json_t *body;
+		const char *att, *type;
+
+		amqp_maybe_release_buffers(conn);
+		rr = amqp_consume_message(conn, &env, &tv, 0);
+		if (rr.reply_type != AMQP_RESPONSE_NORMAL)
+			continue;
+		body = json_loadb(env.message.body.bytes, env.message.body.len, 0, NULL);
+		assert_non_null(body);
+		assert_int_equal(env.message.properties.delivery_mode, 2);
+		assert_true(env.message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
+		assert_true(env.message.properties._flags & AMQP_BASIC_TYPE_FLAG);
+		att = json_string_value(json_object_get(body, "attemptId"));
+		type = json_string_value(json_object_get(body, "type"));
+		if (att != NULL && type != NULL && !strcmp(type, "call.status") &&
+		    !strncmp(att, prefix, strlen(prefix)) && n < max) {
+			snprintf(out[n].attempt, sizeof(out[n].attempt), "%s", att);
+			out[n].body = json_incref(body);
+			n++;
+			seen = !strcmp(att, until);
+		}
+		json_decref(body);
+		amqp_destroy_envelope(&env);
+	}
+	mq_close(conn);
+	if (!seen)
+		fail_msg("no call.status message for %s within %d ms", until, wait_ms);
+	return n;
+}
+
+static void msgs_free(struct msg *m, int n)
+{
+	for (int i = 0; i < n; i++)
+		json_decref(m[i].body);
+}
+
+struct buf {
+	char *p;
+	size_t n;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct buf *b = ud;
+	size_t n = size * nmemb;
+	char *np = realloc(b->p, b->n + n + 1);
+
+	if (np == NULL)
+		return 0;
+	memcpy(np + b->n, ptr, n);
+	b->n += n;
+	np[b->n] = '\0';
+	b->p = np;
+	return n;
+}
+
+/* POSTs form to the callback URL of attempt (raw, unescaped in the query)
+ * with content type ctype and signature header sig (NULL: none). */
+static struct it_resp *post(const char *attempt, const char *ctype, const char *form, const char *sig)
+{
+	CURL *h = curl_easy_init();
+	struct it_resp *r = calloc(1, sizeof(*r));
+	struct buf data = {calloc(1, 1), 0};
+	struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
+	char url[1024], line[256];
+	CURLcode rc;
+
+	assert_non_null(h);
+	snprintf(url, sizeof(url), "%s/v1/carrier/status?attemptId=%s", it_env("DIALER_API_URL"), attempt);
+	snprintf(line, sizeof(line), "Content-Type: %s", ctype);
+	hdrs = curl_slist_append(hdrs, line);
+	if (sig != NULL) {
+		snprintf(line, sizeof(line), "X-Twilio-Signature: %s", sig);
+		hdrs = curl_slist_append(hdrs, line);
+	}
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &data);
+	rc = curl_easy_perform(h);
+	if (rc != CURLE_OK)
+		fail_msg("POST %s failed: %s", url, curl_easy_strerror(rc));
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	r->body = data.p;
+	r->headers = calloc(1, 1);
+	r->json = json_loads(r->body, JSON_DECODE_ANY, NULL);
+	curl_slist_free_all(hdrs);
+	curl_easy_cleanup(h);
+	return r;
+}
+
+/* The carrier's signature of form for attempt's callback URL, with key. */
+static void sign(const char *key, const char *attempt, const char *form, char sig[DL_TWSIG_LEN])
+{
+	struct dl_form f;
+	char url[1024];
+
+	snprintf(url, sizeof(url), "%s/v1/carrier/status?attemptId=%s", base, attempt);
+	assert_int_equal(dl_form_parse(form, strlen(form), &f), 0);
+	assert_int_equal(dl_twsig_compute(key, url, &f, sig), 0);
+	dl_form_free(&f);
+}
+
+/* A form as the simulator sends it. */
+static void form_of(char *out, size_t len, const char *status, int seq, const char *tail)
+{
+	snprintf(out, len,
+		 "CallSid=" CSID "&AccountSid=ACdialerlocal00000000000000000000&From=%%2B15005550006"
+		 "&To=%%2B15551230001&CallStatus=%s&Direction=outbound-api&SequenceNumber=%d"
+		 "&Timestamp=Tue%%2C+10+Mar+2026+09%%3A00%%3A00+%%2B0000&CallbackSource=call-progress-events%s",
+		 status, seq, tail ? tail : "");
+}
+
+static void attempt_id(char *out, size_t len, const char *tag)
+{
+	snprintf(out, len, "%s%s", prefix, tag);
+}
+
+static const char FORM_CT[] = "application/x-www-form-urlencoded";
+
+/* Posts a correctly signed form; expects status. */
+static void post_signed(const char *attempt, const char *form, long status)
+{
+	char sig[DL_TWSIG_LEN];
+	struct it_resp *r;
+
+	sign(token, attempt, form, sig);
+	r = post(attempt, FORM_CT, form, sig);
+	if (r->status != status)
+		fail_msg("callback for %s: expected %ld, got %ld: %s", attempt, status, r->status, r->body);
+	if (status >= 400)
+		it_expect(r, status);
+	else
+		assert_true(r->body == NULL || r->body[0] == '\0');
+	it_resp_free(r);
+}
+
+static void test_signed_callback_published(void **state)
+{
+	char att[80], dup[80], end[80], form[1024];
+	struct msg m[8];
+	json_t *b;
+	int n;
+
+	(void)state;
+	attempt_id(att, sizeof(att), "ok");
+	attempt_id(dup, sizeof(dup), "dup");
+	attempt_id(end, sizeof(end), "end");
+	form_of(form, sizeof(form), "completed", 3, "&CallDuration=27&AnsweredBy=human");
+	post_signed(att, form, 204);
+	/* A callback delivered twice is published twice; the scheduler dedupes. */
+	form_of(form, sizeof(form), "in-progress", 2, "&AnsweredBy=machine_start");
+	post_signed(dup, form, 204);
+	post_signed(dup, form, 204);
+	form_of(form, sizeof(form), "ringing", 1, NULL);
+	post_signed(end, form, 204);
+	/* The relay publishes in commit order. */
+	n = drain_until(end, m, 8, 15000);
+	assert_int_equal(n, 4);
+	b = m[0].body;
+	assert_string_equal(m[0].attempt, att);
+	assert_string_equal(json_string_value(json_object_get(b, "type")), "call.status");
+	assert_string_equal(json_string_value(json_object_get(b, "callSid")), CSID);
+	assert_string_equal(json_string_value(json_object_get(b, "callStatus")), "completed");
+	assert_int_equal(json_integer_value(json_object_get(b, "sequenceNumber")), 3);
+	assert_int_equal(json_integer_value(json_object_get(b, "callDuration")), 27);
+	assert_string_equal(json_string_value(json_object_get(b, "answeredBy")), "human");
+	assert_non_null(json_string_value(json_object_get(b, "messageId")));
+	b = m[1].body;
+	assert_string_equal(m[1].attempt, dup);
+	assert_string_equal(json_string_value(json_object_get(b, "callStatus")), "in-progress");
+	assert_int_equal(json_integer_value(json_object_get(b, "sequenceNumber")), 2);
+	assert_true(json_is_null(json_object_get(b, "callDuration")));
+	assert_string_equal(json_string_value(json_object_get(b, "answeredBy")), "machine_start");
+	assert_string_equal(m[2].attempt, dup);
+	assert_string_not_equal(json_string_value(json_object_get(m[1].body, "messageId")),
+				json_string_value(json_object_get(m[2].body, "messageId")));
+	b = m[3].body;
+	assert_string_equal(m[3].attempt, end);
+	assert_true(json_is_null(json_object_get(b, "callDuration")));
+	assert_true(json_is_null(json_object_get(b, "answeredBy")));
+	msgs_free(m, n);
+}
+
+enum sig_mode { SIG_NONE, SIG_RIGHT, SIG_WRONG_KEY, SIG_OTHER_ATTEMPT, SIG_GARBAGE, SIG_TAMPERED };
+
+static void test_rejected_callbacks_publish_nothing(void **state)
+{
+	static const struct {
+		const char *tag;
+		const char *raw;    /* the body as is; NULL: a simulator form with status and tail */
+		const char *status;
+		const char *tail;
+		enum sig_mode sig;
+		const char *ctype;
+		long want;
+	} cases[] = {
+		{"forged", NULL, "completed", NULL, SIG_WRONG_KEY, FORM_CT, 403},
+		{"missing", NULL, "completed", NULL, SIG_NONE, FORM_CT, 403},
+		{"replayed", NULL, "completed", NULL, SIG_OTHER_ATTEMPT, FORM_CT, 403},
+		{"garbage", NULL, "completed", NULL, SIG_GARBAGE, FORM_CT, 403},
+		{"tampered", NULL, "completed", NULL, SIG_TAMPERED, FORM_CT, 403},
+		{"status", NULL, "answered-ish", NULL, SIG_RIGHT, FORM_CT, 400},
+		{"twice", NULL, "completed", "&CallStatus=busy", SIG_RIGHT, FORM_CT, 400},
+		{"dur", NULL, "completed", "&CallDuration=-5", SIG_RIGHT, FORM_CT, 400},
+		{"durtext", NULL, "completed", "&CallDuration=abc", SIG_RIGHT, FORM_CT, 400},
+		{"ab", NULL, "completed", "&AnsweredBy=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", SIG_RIGHT, FORM_CT, 400},
+		{"seqneg", "CallSid=" CSID "&CallStatus=completed&SequenceNumber=-1", NULL, NULL, SIG_RIGHT, FORM_CT, 400},
+		{"seqnone", "CallSid=" CSID "&CallStatus=completed", NULL, NULL, SIG_RIGHT, FORM_CT, 400},
+		{"sid", "CallSid=CA12&CallStatus=completed&SequenceNumber=0", NULL, NULL, SIG_RIGHT, FORM_CT, 400},
+		{"sidnone", "CallStatus=completed&SequenceNumber=0", NULL, NULL, SIG_RIGHT, FORM_CT, 400},
+		{"badform", "CallSid=CA%ZZ&CallStatus=completed", NULL, NULL, SIG_GARBAGE, FORM_CT, 400},
+		{"nulform", "CallSid=%00", NULL, NULL, SIG_GARBAGE, FORM_CT, 400},
+		{"json", "{\"CallStatus\":\"completed\"}", NULL, NULL, SIG_GARBAGE, "application/json", 415},
+	};
+	char sentinel[80], form[1024];
+	struct msg m[16];
+	int n;
+
+	(void)state;
+	for (size_t i = 0; i < DL_ARRAY_LEN(cases); i++) {
+		char att[80], other[80], sig[DL_TWSIG_LEN];
+		const char *sigp = sig;
+		struct it_resp *r;
+
+		attempt_id(att, sizeof(att), cases[i].tag);
+		if (cases[i].raw != NULL)
+			snprintf(form, sizeof(form), "%s", cases[i].raw);
+		else
+			form_of(form, sizeof(form), cases[i].status, 1, cases[i].tail);
+		switch (cases[i].sig) {
+		case SIG_NONE:
+			sigp = NULL;
+			break;
+		case SIG_RIGHT:
+			sign(token, att, form, sig);
+			break;
+		case SIG_WRONG_KEY:
+			sign("not-the-token", att, form, sig);
+			break;
+		case SIG_OTHER_ATTEMPT:
+			attempt_id(other, sizeof(other), "someone-else");
+			sign(token, other, form, sig);
+			break;
+		case SIG_GARBAGE:
+			snprintf(sig, sizeof(sig), "0/KCTR6DLpKmkAf8muzZqo1nDgQ=");
+			break;
+		case SIG_TAMPERED:
+			/* Signed, then a field changed on the way. */
+			sign(token, att, form, sig);
+			form_of(form, sizeof(form), "busy", 1, NULL);
+			break;
+		}
+		r = post(att, cases[i].ctype, form, sigp);
+		if (r->status != cases[i].want)
+			fail_msg("case %s: expected %ld, got %ld: %s", cases[i].tag, cases[i].want, r->status, r->body);
+		it_expect(r, cases[i].want);
+		it_resp_free(r);
+	}
+	/* Bad attempt ids never reach the signature check. */
+	{
+		static const char *const bad[] = {
+			"att-1", "att%201", "att%2B1", "",
+			"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		};
+
+		for (size_t i = 0; i < DL_ARRAY_LEN(bad); i++) {
+			struct it_resp *r;
+
+			form_of(form, sizeof(form), "completed", 1, NULL);
+			r = post(bad[i], FORM_CT, form, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=");
+			if (r->status != 400)
+				fail_msg("attemptId \"%s\": expected 400, got %ld", bad[i], r->status);
+			it_expect(r, 400);
+			it_resp_free(r);
+		}
+	}
+	/* The outbox relays in commit order: once the sentinel is out, anything
+	 * a rejected callback had written would be out too. */
+	attempt_id(sentinel, sizeof(sentinel), "sentinel");
+	form_of(form, sizeof(form), "ringing", 1, NULL);
+	post_signed(sentinel, form, 204);
+	n = drain_until(sentinel, m, 16, 15000);
+	for (int i = 0; i < n; i++)
+		if (strcmp(m[i].attempt, sentinel) != 0)
+			fail_msg("a rejected callback was published: %s", m[i].attempt);
+	assert_int_equal(n, 1);
+	msgs_free(m, n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_signed_callback_published),
+		cmocka_unit_test(test_rejected_callbacks_publish_nothing),
+	};
+
+	return cmocka_run_group_tests_name("carrier callbacks", tests, setup, teardown);
+}
