@@ -43,8 +43,9 @@ static const char SQL_CLAIM[] =
 	"  INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
 	"  SELECT $3, 'dial', 'msg_' || att.id, 'dial', jsonb_build_object("
 	"    'type', 'dial', 'messageId', 'msg_' || att.id, 'attemptId', att.id, 'callId', att.call_id,"
-	"    'campaignId', $1, 'organizationId', $4, 'to', att.to_number, 'from', $5, 'voiceUrl', $6,"
-	"    'statusCallback', $7 || att.id, 'timeLimitSec', $8::int, 'ringTimeoutSec', $9::int)"
+	"    'campaignId', $1::text, 'organizationId', $4::text, 'to', att.to_number, 'from', $5::text,"
+	"    'voiceUrl', $6::text, 'statusCallback', $7::text || att.id, 'timeLimitSec', $8::int,"
+	"    'ringTimeoutSec', $9::int)"
 	"  FROM att RETURNING 1)"
 	" SELECT count(*) FROM jobs";
 static const char SQL_ADVANCE[] =

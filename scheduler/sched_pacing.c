@@ -5,13 +5,13 @@
 
 /* The spacing of starts. A start happens up to one tick after its slot, and
  * a job reaches the carrier with a few milliseconds of jitter, so the slots
- * are spread over the minute plus a guard of one tick and 0.5%: then no
- * sliding minute ever holds more than calls_per_minute starts, and the pace
- * stays within 1% of the target. */
+ * are spread over the minute plus a guard of one tick and 2%: then no
+ * sliding minute ever holds more than calls_per_minute starts, even as the
+ * carrier sees them, and the pace stays within 3% of the target. */
 static int64_t interval_us(const struct sched_pace *p)
 {
 	int64_t cpm = p->calls_per_minute > 0 ? p->calls_per_minute : 1;
-	int64_t span = ((int64_t)p->minute_ms + p->tick_ms + p->minute_ms / 200) * 1000;
+	int64_t span = ((int64_t)p->minute_ms + p->tick_ms + p->minute_ms / 50) * 1000;
 	int64_t i = (span + cpm - 1) / cpm;
 
 	return i > 0 ? i : 1;

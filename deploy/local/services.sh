@@ -63,7 +63,9 @@ cmd_start() {
 	start_one telephony-sim "$bin/telephony-sim" DIALER_SIM_PORT="$SIM_PORT"
 	start_one dialer-api "$bin/dialer-api" DIALER_HTTP_PORT="$API_PORT"
 	start_one dialer-scheduler "$bin/dialer-scheduler" DIALER_HEALTH_PORT="$SCHED_HEALTH"
-	start_one dialer-worker "$bin/dialer-worker" DIALER_HEALTH_PORT="$WORKER_HEALTH"
+	# The worker connects as dialer_worker, a role that may only call the fence.
+	local worker_db=${DIALER_WORKER_DB_URL:-$(sed 's#://[^@]*@#://dialer_worker:dialer_worker@#' <<<"$DIALER_DB_URL")}
+	start_one dialer-worker "$bin/dialer-worker" DIALER_HEALTH_PORT="$WORKER_HEALTH" DIALER_WORKER_DB_URL="$worker_db"
 	wait_http "$api_url/readyz" 30 || die "dialer-api did not become ready (see $run/logs/dialer-api.log)"
 	wait_http "$sim_url/healthz" 30 || die "telephony-sim did not start (see $run/logs/telephony-sim.log)"
 	wait_http "http://127.0.0.1:$SCHED_HEALTH/healthz" 30 || die "dialer-scheduler did not start"

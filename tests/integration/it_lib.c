@@ -50,7 +50,10 @@ static struct it_resp *perform(const char *method, const char *path, const char 
 
 	assert_non_null(h);
 	assert_non_null(r);
-	snprintf(url, sizeof(url), "%s%s", it_env("DIALER_API_URL"), path);
+	if (!strncmp(path, "http://", 7) || !strncmp(path, "https://", 8))
+		snprintf(url, sizeof(url), "%s", path);
+	else
+		snprintf(url, sizeof(url), "%s%s", it_env("DIALER_API_URL"), path);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -123,6 +126,11 @@ struct it_resp *it_call_raw(const char *method, const char *path, const char *ke
 			    const void *body, size_t len)
 {
 	return perform(method, path, key, ctype, body, len, NULL);
+}
+
+struct it_resp *it_call_url(const char *method, const char *url)
+{
+	return perform(method, url, NULL, NULL, NULL, 0, NULL);
 }
 
 void it_resp_free(struct it_resp *r)
@@ -288,9 +296,9 @@ void it_phone(char out[20], int last_digit)
 	if (base == 0)
 		base = (unsigned)(time(NULL) % 100000) * 100 + (unsigned)(getpid() % 100);
 	counter++;
-	/* +1 555 then 9 digits from this run and call, then the chosen last digit. */
-	snprintf(out, 20, "+1555%04u%04u%d", (base + counter / 10000) % 10000, counter % 10000,
-		 last_digit % 10);
+	/* +1 555, 7 digits from this run and call, a 5 so that the number never
+	 * ends in 00 (the simulator's invalid number), then the chosen digit. */
+	snprintf(out, 20, "+1555%04u%03u5%d", (base + counter / 1000) % 10000, counter % 1000, last_digit % 10);
 }
 
 int it_poll(int (*cond)(void *arg), void *arg, int timeout_ms)

@@ -41,6 +41,8 @@ struct it_resp *it_callf(const char *method, const char *path, const char *key, 
 /* Sends raw bytes as the body with a given content type (NULL: none). */
 struct it_resp *it_call_raw(const char *method, const char *path, const char *key, const char *ctype,
 			    const void *body, size_t len);
+/* Calls an absolute URL without a key (the simulator, health endpoints). */
+struct it_resp *it_call_url(const char *method, const char *url);
 void it_resp_free(struct it_resp *r);
 /* The value of a response header (case-insensitive), copied into buf, or NULL. */
 const char *it_header(const struct it_resp *r, const char *name, char *buf, size_t len);
@@ -62,8 +64,8 @@ PGconn *it_db(void);
  * column of the first row as a number (-1 when there is no row). */
 long long it_db_count(const char *sql, ...) __attribute__((sentinel));
 
-/* A unique E.164 number for this run (a different one every call);
- * last_digit picks the simulator's outcome. */
+/* A unique E.164 number for this run (a different one every call), never
+ * ending in 00; last_digit picks the simulator's outcome. */
 void it_phone(char out[20], int last_digit);
 /* Polls cond(arg) every 20 ms until true or timeout_ms; returns cond's last value. */
 int it_poll(int (*cond)(void *arg), void *arg, int timeout_ms);

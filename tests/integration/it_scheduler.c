@@ -1,0 +1,557 @@
+/* End-to-end campaign runs on the real stack (API, scheduler, workers, the
+ * carrier simulator, Postgres, RabbitMQ) with a one-second minute: outcomes
+ * and retries, pacing, the concurrency cap, pause/resume/cancel, the
+ * do-not-call list, quota, scheduled starts, and that the carrier saw each
+ * attempt exactly once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dl_util.h"
+#include "it_lib.h"
+
+struct run {
+	struct it_org org;
+	char audience[64];
+	char campaign[64];
+	char phones[512][20];
+	int n;
+};
+
+/* Makes n contacts whose numbers end in the digits of pattern, cycling
+ * ("0123456789"; 'x' is a number ending in 00, which the carrier refuses
+ * as invalid), and an audience of them. */
+static void setup_run(struct run *r, long quota, int n, const char *pattern)
+{
+	struct it_resp *resp;
+	json_t *body = json_object(), *arr = json_array(), *ids = json_array();
+	char *text, path[128];
+
+	it_org_new(&r->org, quota);
+	r->n = n;
+	if (n == 0) {
+		json_decref(body);
+		json_decref(arr);
+		json_decref(ids);
+		resp = it_call("POST", "/v1/audiences", r->org.key, "{\"name\":\"empty\"}", NULL);
+		it_expect(resp, 201);
+		snprintf(r->audience, sizeof(r->audience), "%s", it_str(resp, "id"));
+		it_resp_free(resp);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		char want = pattern[i % strlen(pattern)];
+
+		it_phone(r->phones[i], want == 'x' ? 0 : want - '0');
+		if (want == 'x')
+			r->phones[i][strlen(r->phones[i]) - 2] = '0';
+		json_array_append_new(arr, json_pack("{s:s, s:s}", "phoneNumber", r->phones[i], "name", "Run contact"));
+	}
+	json_object_set_new(body, "contacts", arr);
+	text = json_dumps(body, JSON_COMPACT);
+	resp = it_call("POST", "/v1/contacts/bulk", r->org.key, text, NULL);
+	it_expect(resp, 200);
+	for (size_t i = 0; i < json_array_size(json_object_get(resp->json, "data")); i++)
+		json_array_append(ids, json_object_get(json_array_get(json_object_get(resp->json, "data"), i), "id"));
+	it_resp_free(resp);
+	free(text);
+	json_decref(body);
+
+	resp = it_call("POST", "/v1/audiences", r->org.key, "{\"name\":\"run\"}", NULL);
+	it_expect(resp, 201);
+	snprintf(r->audience, sizeof(r->audience), "%s", it_str(resp, "id"));
+	it_resp_free(resp);
+	body = json_pack("{s:o}", "contactIds", ids);
+	text = json_dumps(body, JSON_COMPACT);
+	snprintf(path, sizeof(path), "/v1/audiences/%s/contacts", r->audience);
+	resp = it_call("POST", path, r->org.key, text, NULL);
+	it_expect(resp, 200);
+	assert_int_equal(it_int(resp, "contactCount"), n);
+	it_resp_free(resp);
+	free(text);
+	json_decref(body);
+}
+
+static void create_campaign(struct run *r, const char *settings)
+{
+	struct it_resp *resp = it_callf("POST", "/v1/campaigns", r->org.key,
+					"{\"name\":\"run\",\"flowId\":\"%s\",\"audienceId\":\"%s\",%s}", r->org.flow_id,
+					r->audience, settings);
+
+	it_expect(resp, 201);
+	snprintf(r->campaign, sizeof(r->campaign), "%s", it_str(resp, "id"));
+	it_resp_free(resp);
+}
+
+static struct it_resp *action(struct run *r, const char *verb)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/%s", r->campaign, verb);
+	return it_call("POST", path, r->org.key, NULL, NULL);
+}
+
+static struct it_resp *progress(struct run *r)
+{
+	char path[160];
+	struct it_resp *resp;
+
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/progress", r->campaign);
+	resp = it_call("GET", path, r->org.key, NULL, NULL);
+	it_expect(resp, 200);
+	return resp;
+}
+
+struct status_wait {
+	struct run *r;
+	const char *status;
+};
+
+static int has_status(void *arg)
+{
+	struct status_wait *w = arg;
+	struct it_resp *p = progress(w->r);
+	int ok = !strcmp(it_str(p, "status"), w->status);
+
+	it_resp_free(p);
+	return ok;
+}
+
+static void wait_status(struct run *r, const char *status, int timeout_ms)
+{
+	struct status_wait w = {r, status};
+
+	if (!it_poll(has_status, &w, timeout_ms)) {
+		struct it_resp *p = progress(r);
+
+		fail_msg("campaign %s not %s after %d ms: %s", r->campaign, status, timeout_ms, p->body);
+	}
+}
+
+/* Calls the carrier saw to this run's numbers, per number. */
+static int carrier_calls(struct run *r, int *per_phone, json_t **calls_out)
+{
+	char url[512];
+	struct it_resp *resp;
+	json_t *calls, *c, *mine = json_array();
+	size_t i;
+	int total = 0;
+
+	snprintf(url, sizeof(url), "%s/_sim/calls", it_env("DIALER_SIM_URL"));
+	resp = it_call_url("GET", url);
+	assert_int_equal(resp->status, 200);
+	calls = json_object_get(resp->json, "calls");
+	memset(per_phone, 0, sizeof(int) * (size_t)r->n);
+	json_array_foreach(calls, i, c) {
+		const char *to = json_string_value(json_object_get(c, "to"));
+
+		for (int k = 0; k < r->n; k++) {
+			if (to && !strcmp(to, r->phones[k])) {
+				per_phone[k]++;
+				total++;
+				json_array_append(mine, c);
+			}
+		}
+	}
+	it_resp_free(resp);
+	if (calls_out)
+		*calls_out = mine;
+	else
+		json_decref(mine);
+	return total;
+}
+
+/* Fetches every call row of the campaign. */
+static json_t *all_calls(struct run *r)
+{
+	json_t *all = json_array();
+
+	for (int page = 1;; page++) {
+		char path[200];
+		struct it_resp *resp;
+		size_t n;
+
+		snprintf(path, sizeof(path), "/v1/campaigns/%s/calls?limit=100&page=%d", r->campaign, page);
+		resp = it_call("GET", path, r->org.key, NULL, NULL);
+		it_expect(resp, 200);
+		n = json_array_size(json_object_get(resp->json, "data"));
+		json_array_extend(all, json_object_get(resp->json, "data"));
+		it_resp_free(resp);
+		if (n < 100)
+			break;
+	}
+	return all;
+}
+
+static void expect_counts_add_up(struct run *r, int total)
+{
+	struct it_resp *p = progress(r);
+
+	assert_int_equal(it_int(p, "total"), total);
+	assert_int_equal(it_int(p, "pending") + it_int(p, "queued") + it_int(p, "inProgress") +
+				 it_int(p, "completed") + it_int(p, "failed") + it_int(p, "skipped"),
+			 total);
+	it_resp_free(p);
+}
+
+static void test_outcomes_and_retries(void **state)
+{
+	/* Digits: 0-5 answered, 6 voicemail, 7 no-answer, 8 busy, 9 failure. */
+	struct run r;
+	int per_phone[512];
+	json_t *calls, *c;
+	size_t i;
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 22, "0123456789x");
+	create_campaign(&r, "\"callsPerMinute\":600,\"maxConcurrentCalls\":10,\"maxRetries\":1,"
+			    "\"retryDelayMinutes\":0,\"callTimeoutMinutes\":5");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 60000);
+	expect_counts_add_up(&r, 22);
+	p = progress(&r);
+	assert_int_equal(it_int(p, "completed"), 14); /* 0-6 twice */
+	assert_int_equal(it_int(p, "failed"), 8);     /* 7-9 and 00 twice */
+	assert_int_equal(it_int(p, "percentComplete"), 100);
+	it_resp_free(p);
+
+	calls = all_calls(&r);
+	assert_int_equal(json_array_size(calls), 22);
+	json_array_foreach(calls, i, c) {
+		const char *phone = json_string_value(json_object_get(c, "phoneNumber"));
+		char last = phone[strlen(phone) - 1];
+		const char *outcome = json_string_value(json_object_get(c, "outcome"));
+		long long attempts = json_integer_value(json_object_get(c, "attempts"));
+
+		if (!strcmp(phone + strlen(phone) - 2, "00")) {
+			/* Invalid numbers are final at once: never retried. */
+			assert_string_equal(outcome, "invalid-number");
+			assert_string_equal(json_string_value(json_object_get(c, "status")), "FAILED");
+			assert_int_equal(attempts, 1);
+		} else if (last <= '5') {
+			assert_string_equal(outcome, "answered");
+			assert_string_equal(json_string_value(json_object_get(c, "status")), "COMPLETED");
+			assert_int_equal(attempts, 1);
+			assert_true(json_integer_value(json_object_get(c, "duration")) > 0);
+			assert_true(json_is_string(json_object_get(c, "callSid")));
+		} else if (last == '6') {
+			assert_string_equal(outcome, "voicemail");
+			assert_int_equal(attempts, 1);
+		} else {
+			static const char *const want[] = {"no-answer", "busy", "failed"};
+
+			assert_string_equal(outcome, want[last - '7']);
+			assert_string_equal(json_string_value(json_object_get(c, "status")), "FAILED");
+			assert_int_equal(attempts, 2); /* 1 + maxRetries */
+		}
+	}
+	json_decref(calls);
+	/* The carrier saw each attempt exactly once. */
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), 14 + 6 * 2);
+	for (int k = 0; k < r.n; k++) {
+		const char *ph = r.phones[k];
+		int want = !strcmp(ph + strlen(ph) - 2, "00") ? 0 : ph[strlen(ph) - 1] >= '7' ? 2 : 1;
+
+		assert_int_equal(per_phone[k], want);
+	}
+	/* Answered calls were charged, rounded up to the minute. */
+	assert_true(it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL) >= 14);
+}
+
+static int cmp_ll(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_pacing(void **state)
+{
+	/* 60 per minute over 150 contacts: the carrier's log of creates, in any
+	 * sliding minute, holds at most 60, and the average pace is within 5%. */
+	struct run r;
+	int per_phone[512], n;
+	json_t *calls, *c;
+	size_t i;
+	long long t[512];
+	const long long minute = 1000; /* DIALER_CLOCK_MINUTE_MS in tests/run.sh */
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 150, "1");
+	create_campaign(&r, "\"callsPerMinute\":60,\"maxConcurrentCalls\":100,\"maxRetries\":0");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 60000);
+	n = carrier_calls(&r, per_phone, &calls);
+	assert_int_equal(n, 150);
+	json_array_foreach(calls, i, c) {
+		int64_t ms = 0;
+
+		assert_int_equal(dl_time_parse(json_string_value(json_object_get(c, "createdAt")), &ms), 0);
+		t[i] = ms;
+	}
+	json_decref(calls);
+	qsort(t, (size_t)n, sizeof(t[0]), cmp_ll);
+	for (int a = 0, b = 0; b < n; b++) {
+		while (t[b] - t[a] >= minute)
+			a++;
+		if (b - a + 1 > 60)
+			fail_msg("%d dial starts within one minute", b - a + 1);
+	}
+	{
+		/* 150 starts at 60 a minute span 149 intervals. */
+		double per_min = 149.0 * (double)minute / (double)(t[n - 1] - t[0]);
+
+		if (per_min < 57 || per_min > 60.0)
+			fail_msg("average pace %.2f per minute, want 57-60", per_min);
+	}
+}
+
+struct live_watch {
+	struct run *r;
+	long long max_live;
+	int samples;
+};
+
+static int sample_live(void *arg)
+{
+	struct live_watch *w = arg;
+	struct it_resp *p = progress(w->r);
+	long long live = it_int(p, "queued") + it_int(p, "inProgress");
+	int done = !strcmp(it_str(p, "status"), "COMPLETED");
+
+	if (live > w->max_live)
+		w->max_live = live;
+	w->samples++;
+	it_resp_free(p);
+	return done;
+}
+
+static void test_concurrency_cap(void **state)
+{
+	struct run r;
+	struct live_watch w = {&r, 0, 0};
+	int per_phone[512];
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 24, "1");
+	create_campaign(&r, "\"callsPerMinute\":6000,\"maxConcurrentCalls\":3,\"maxRetries\":0");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	assert_true(it_poll(sample_live, &w, 60000));
+	assert_true(w.samples > 20);
+	assert_true(w.max_live <= 3);
+	assert_true(w.max_live >= 2); /* the cap, not something else, was the limit */
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), 24);
+}
+
+static int carrier_count(void *arg)
+{
+	struct run *r = arg;
+	int per_phone[512];
+
+	return carrier_calls(r, per_phone, NULL) > 0;
+}
+
+static void test_pause_resume_cancel(void **state)
+{
+	struct run r;
+	int per_phone[512], seen_at_pause, after;
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 60, "1");
+	create_campaign(&r, "\"callsPerMinute\":300,\"maxConcurrentCalls\":5,\"maxRetries\":0");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	assert_true(it_poll(carrier_count, &r, 20000));
+	p = action(&r, "pause");
+	it_expect(p, 200);
+	it_resp_free(p);
+	/* Live calls finish; nothing new reaches the carrier. */
+	seen_at_pause = carrier_calls(&r, per_phone, NULL);
+	{
+		struct it_resp *q;
+		int quiet = 0;
+
+		for (int i = 0; i < 200 && !quiet; i++) {
+			q = progress(&r);
+			quiet = it_int(q, "queued") == 0 && it_int(q, "inProgress") == 0;
+			it_resp_free(q);
+			if (!quiet) {
+				struct timespec ts = {0, 20000000};
+
+				nanosleep(&ts, NULL);
+			}
+		}
+		assert_true(quiet);
+	}
+	after = carrier_calls(&r, per_phone, NULL);
+	/* Jobs already published when the pause committed may still have been
+	 * dialed by then, but none after the campaign went quiet. */
+	assert_true(after >= seen_at_pause);
+	{
+		struct it_resp *q = progress(&r);
+
+		assert_string_equal(it_str(q, "status"), "PAUSED");
+		assert_true(it_int(q, "pending") > 0);
+		it_resp_free(q);
+	}
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), after);
+
+	p = action(&r, "resume");
+	it_expect(p, 200);
+	it_resp_free(p);
+	p = action(&r, "cancel");
+	it_expect(p, 200);
+	it_resp_free(p);
+	/* Undialed calls become SKIPPED; live ones finish; counts add up. */
+	{
+		struct it_resp *q;
+		int settled = 0;
+
+		for (int i = 0; i < 500 && !settled; i++) {
+			q = progress(&r);
+			settled = it_int(q, "pending") == 0 && it_int(q, "queued") == 0 && it_int(q, "inProgress") == 0;
+			it_resp_free(q);
+			if (!settled) {
+				struct timespec ts = {0, 20000000};
+
+				nanosleep(&ts, NULL);
+			}
+		}
+		assert_true(settled);
+	}
+	expect_counts_add_up(&r, 60);
+	p = progress(&r);
+	assert_string_equal(it_str(p, "status"), "CANCELLED");
+	assert_true(it_int(p, "skipped") > 0);
+	assert_int_equal(it_int(p, "completed") + it_int(p, "failed"), carrier_calls(&r, per_phone, NULL));
+	it_resp_free(p);
+	for (int k = 0; k < r.n; k++)
+		assert_true(per_phone[k] <= 1);
+}
+
+static void test_dnc_skipped(void **state)
+{
+	struct run r;
+	int per_phone[512];
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 6, "1");
+	p = it_callf("POST", "/v1/dnc", r.org.key, "{\"phoneNumber\":\"%s\"}", r.phones[2]);
+	it_expect(p, 201);
+	it_resp_free(p);
+	create_campaign(&r, "\"callsPerMinute\":600,\"maxConcurrentCalls\":5,\"maxRetries\":0");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 30000);
+	p = progress(&r);
+	assert_int_equal(it_int(p, "skipped"), 1);
+	assert_int_equal(it_int(p, "completed"), 5);
+	it_resp_free(p);
+	carrier_calls(&r, per_phone, NULL);
+	assert_int_equal(per_phone[2], 0);
+	{
+		json_t *calls = all_calls(&r), *c;
+		size_t i;
+		int dnc = 0;
+
+		json_array_foreach(calls, i, c)
+			if (!strcmp(json_string_value(json_object_get(c, "phoneNumber")), r.phones[2])) {
+				assert_string_equal(json_string_value(json_object_get(c, "status")), "SKIPPED");
+				assert_string_equal(json_string_value(json_object_get(c, "outcome")), "dnc");
+				dnc++;
+			}
+		assert_int_equal(dnc, 1);
+		json_decref(calls);
+	}
+}
+
+static void test_quota_pauses(void **state)
+{
+	/* One call minute: the first answered call (30 s) uses it up, and the
+	 * campaign is paused with a visible reason. */
+	struct run r;
+	struct it_resp *p;
+	char path[160];
+
+	(void)state;
+	setup_run(&r, 1, 30, "1");
+	create_campaign(&r, "\"callsPerMinute\":60,\"maxConcurrentCalls\":1,\"maxRetries\":0");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "PAUSED", 30000);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s", r.campaign);
+	p = it_call("GET", path, r.org.key, NULL, NULL);
+	assert_string_equal(it_str(p, "pauseReason"), "quota_exhausted");
+	it_resp_free(p);
+	p = action(&r, "resume");
+	it_expect(p, 402);
+	it_resp_free(p);
+	p = progress(&r);
+	assert_true(it_int(p, "pending") > 0);
+	it_resp_free(p);
+}
+
+static void test_scheduled_start(void **state)
+{
+	struct run r;
+	struct it_resp *p;
+	char when[32], settings[256];
+
+	(void)state;
+	setup_run(&r, 100000, 3, "1");
+	dl_time_format(dl_now_ms() + 2000, when);
+	snprintf(settings, sizeof(settings),
+		 "\"callsPerMinute\":600,\"maxConcurrentCalls\":5,\"scheduledAt\":\"%s\",\"timezone\":\"Asia/Kolkata\"",
+		 when);
+	create_campaign(&r, settings);
+	p = action(&r, "start");
+	it_expect(p, 200);
+	assert_string_equal(it_str(p, "status"), "SCHEDULED");
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 30000);
+	expect_counts_add_up(&r, 3);
+}
+
+static void test_empty_audience_completes(void **state)
+{
+	struct run r;
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 0, "1");
+	create_campaign(&r, "\"callsPerMinute\":10");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 20000);
+	p = progress(&r);
+	assert_int_equal(it_int(p, "total"), 0);
+	it_resp_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_outcomes_and_retries), cmocka_unit_test(test_pacing),
+		cmocka_unit_test(test_concurrency_cap),      cmocka_unit_test(test_pause_resume_cancel),
+		cmocka_unit_test(test_dnc_skipped),          cmocka_unit_test(test_quota_pauses),
+		cmocka_unit_test(test_scheduled_start),      cmocka_unit_test(test_empty_audience_completes),
+	};
+
+	return cmocka_run_group_tests_name("campaign execution", tests, NULL, NULL);
+}
