@@ -301,15 +301,25 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 	dl_metrics_register("dialer_http_requests_total", "counter", "HTTP requests by route, method and status.");
 	dl_metrics_register("dialer_http_request_duration_seconds", "histogram",
 			    "HTTP request latency by route.");
-	d->mhd = MHD_start_daemon(
-		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0, NULL, NULL,
-		on_request, d, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(threads > 1 ? threads : 0), MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)cfg->http_connection_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)cfg->http_max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned)cfg->http_per_ip_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		(size_t)65536, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024U, MHD_OPTION_NOTIFY_COMPLETED,
-		on_completed, d, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	{
+		/* A pool only when asked for more than one thread: libmicrohttpd
+		 * warns about a pool of one. */
+		struct MHD_OptionItem opts[] = {
+			{MHD_OPTION_SOCK_ADDR, 0, &sa},
+			{MHD_OPTION_CONNECTION_TIMEOUT, cfg->http_connection_timeout_s, NULL},
+			{MHD_OPTION_CONNECTION_LIMIT, cfg->http_max_connections, NULL},
+			{MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->http_per_ip_connections, NULL},
+			{MHD_OPTION_CONNECTION_MEMORY_LIMIT, 65536, NULL},
+			{MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
+			{MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, d},
+			{MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
+			{threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
+			{MHD_OPTION_END, 0, NULL},
+		};
+
+		d->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0,
+					  NULL, NULL, on_request, d, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+	}
 	if (d->mhd == NULL) {
 		dl_log_kv(DL_ERROR, "http listener failed to start", "listen", listen, NULL);
 		free(d);

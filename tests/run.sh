@@ -27,9 +27,9 @@ source "$run/infra.env"
 # tested on the bulk class, which keeps its default.
 export DIALER_API_RATE_PER_MIN=${DIALER_API_RATE_PER_MIN:-1000000}
 export DIALER_LOG_LEVEL=${DIALER_LOG_LEVEL:-info}
-# A one-second minute: campaigns, retries and simulated calls run 60 times
+# A two-second minute: campaigns, retries and simulated calls run 30 times
 # faster; the scheduler ticks often enough to pace at that speed.
-export DIALER_CLOCK_MINUTE_MS=${DIALER_CLOCK_MINUTE_MS:-1000}
+export DIALER_CLOCK_MINUTE_MS=${DIALER_CLOCK_MINUTE_MS:-2000}
 export DIALER_SCHEDULER_TICK_MS=${DIALER_SCHEDULER_TICK_MS:-10}
 bash deploy/local/services.sh start "$run" || { say "could not start the services"; exit 1; }
 # shellcheck disable=SC1091
@@ -58,9 +58,9 @@ done
 for t in build/tests/it_*; do
 	[[ -x $t ]] && suite "$(basename "$t")" "$t"
 done
-if [[ -f tests/openapi/lint.sh ]]; then
-	suite openapi-lint bash tests/openapi/lint.sh
-fi
+suite openapi-lint bash tests/openapi/lint.sh
+suite deploy-validate bash tests/deploy/validate.sh
+suite deploy-selftest bash tests/deploy/validate.sh --self-test
 
 # Every service must have logged no sanitizer report.
 if grep -lE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$run"/logs/*.log 2>/dev/null; then
