@@ -61,7 +61,7 @@ IT_SRC := $(wildcard tests/integration/it_*.c)
 IT_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(filter-out tests/integration/it_lib.c,$(IT_SRC)))
 TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-.PHONY: all test unit integration up down demo clean deps lint-openapi bench faults restart-broker restart-db
+.PHONY: all test unit integration up down demo clean deps lint-openapi lint-deploy bench faults restart-broker restart-db
 all: $(BINS) $(UNIT_BINS) $(IT_BINS)
 
 # Tests see the private headers of what they test; services see only common/.
@@ -137,6 +137,9 @@ unit: $(UNIT_BINS)
 
 lint-openapi:
 	@bash tests/openapi/lint.sh
+
+lint-deploy:
+	@bash tests/deploy/validate.sh
 
 up: deps
 	@$(MAKE) --no-print-directory all
