@@ -17,6 +17,23 @@ static struct sched_ctx sched;
 static pthread_t relay_thread, results_thread, commands_thread;
 static int threads_started;
 
+int sched_db_connect(struct sched_ctx *s, PGconn **out)
+{
+	char sql[128];
+	PGconn *db = NULL;
+
+	if (dl_db_connect(s->cfg->db_url, s->cfg->db_connect_timeout_s, &db) < 0)
+		return -EIO;
+	snprintf(sql, sizeof(sql), "SET idle_in_transaction_session_timeout = %d",
+		 s->cfg->scheduler_lease_s * 1000 / 3);
+	if (dl_db_cmd(db, sql) < 0 || dl_db_cmd(db, "SET lock_timeout = '2s'") < 0) {
+		PQfinish(db);
+		return -EIO;
+	}
+	*out = db;
+	return 0;
+}
+
 static int sched_init(struct dl_service_ctx *svc)
 {
 	char host[64] = "scheduler";
@@ -52,7 +69,7 @@ static int sched_run(struct dl_service_ctx *svc)
 			PQfinish(db);
 			db = NULL;
 			sched.leading = 0;
-			if (dl_db_connect(svc->cfg.db_url, svc->cfg.db_connect_timeout_s, &db) < 0) {
+			if (sched_db_connect(&sched, &db) < 0) {
 				dl_sleep_ms(1000, &svc->stop);
 				continue;
 			}

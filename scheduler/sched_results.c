@@ -219,7 +219,7 @@ static void consume(struct sched_ctx *s, const char *queue, int prefetch,
 		if (need_db && (db == NULL || PQstatus(db) != CONNECTION_OK)) {
 			PQfinish(db);
 			db = NULL;
-			if (dl_db_connect(s->cfg->db_url, s->cfg->db_connect_timeout_s, &db) < 0) {
+			if (sched_db_connect(s, &db) < 0) {
 				dl_sleep_ms(1000, stop);
 				continue;
 			}

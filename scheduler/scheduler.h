@@ -25,6 +25,12 @@ struct sched_ctx {
 	volatile int wake;     /* set by the command consumer: act now */
 };
 
+/* sched_main.c */
+/* Connects to the database with the session limits every scheduler
+ * connection needs: a frozen or stuck session's transaction is ended by the
+ * server well before a lease expires, so it cannot block a new leader. */
+int sched_db_connect(struct sched_ctx *s, PGconn **out) DL_WUR;
+
 /* sched_lease.c */
 /* Acquires or renews the lease; true while this replica leads. */
 bool sched_lease_tick(struct sched_ctx *s, PGconn *db);

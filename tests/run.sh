@@ -31,6 +31,8 @@ export DIALER_LOG_LEVEL=${DIALER_LOG_LEVEL:-info}
 # faster; the scheduler ticks often enough to pace at that speed.
 export DIALER_CLOCK_MINUTE_MS=${DIALER_CLOCK_MINUTE_MS:-2000}
 export DIALER_SCHEDULER_TICK_MS=${DIALER_SCHEDULER_TICK_MS:-10}
+# A short lease so that failover tests take seconds.
+export DIALER_SCHEDULER_LEASE_S=${DIALER_SCHEDULER_LEASE_S:-3}
 bash deploy/local/services.sh start "$run" || { say "could not start the services"; exit 1; }
 # shellcheck disable=SC1091
 source "$run/env"

@@ -326,6 +326,11 @@ static int sample_live(void *arg)
 	long long live = it_int(p, "queued") + it_int(p, "inProgress");
 	int done = !strcmp(it_str(p, "status"), "COMPLETED");
 
+	/* Progress always adds up to the total, whenever it is read. */
+	if (it_int(p, "total") > 0)
+		assert_int_equal(it_int(p, "pending") + it_int(p, "queued") + it_int(p, "inProgress") +
+					 it_int(p, "completed") + it_int(p, "failed") + it_int(p, "skipped"),
+				 it_int(p, "total"));
 	if (live > w->max_live)
 		w->max_live = live;
 	w->samples++;
@@ -510,11 +515,12 @@ static void test_scheduled_start(void **state)
 {
 	struct run r;
 	struct it_resp *p;
-	char when[32], settings[256];
+	char when[32], settings[256], path[160];
+	int64_t at = dl_now_ms() + 3000, started = 0;
 
 	(void)state;
 	setup_run(&r, 100000, 3, "1");
-	dl_time_format(dl_now_ms() + 2000, when);
+	dl_time_format(at, when);
 	snprintf(settings, sizeof(settings),
 		 "\"callsPerMinute\":600,\"maxConcurrentCalls\":5,\"scheduledAt\":\"%s\",\"timezone\":\"Asia/Kolkata\"",
 		 when);
@@ -523,8 +529,73 @@ static void test_scheduled_start(void **state)
 	it_expect(p, 200);
 	assert_string_equal(it_str(p, "status"), "SCHEDULED");
 	it_resp_free(p);
+	/* SCHEDULED until its time... */
+	while (dl_now_ms() < at - 300) {
+		struct timespec ts = {0, 50000000};
+
+		p = progress(&r);
+		assert_string_equal(it_str(p, "status"), "SCHEDULED");
+		assert_int_equal(it_int(p, "total"), 0);
+		it_resp_free(p);
+		nanosleep(&ts, NULL);
+	}
+	/* ...then started within a second of it. */
 	wait_status(&r, "COMPLETED", 30000);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s", r.campaign);
+	p = it_call("GET", path, r.org.key, NULL, NULL);
+	assert_int_equal(dl_time_parse(it_str(p, "startedAt"), &started), 0);
+	it_resp_free(p);
+	if (started < at || started > at + 1000)
+		fail_msg("started %lld ms after scheduledAt", (long long)(started - at));
 	expect_counts_add_up(&r, 3);
+}
+
+static void test_retry_spacing(void **state)
+{
+	/* Always busy: dialed exactly 1 + maxRetries times, each attempt at least
+	 * retryDelayMinutes after the previous one, then FAILED. */
+	struct run r;
+	int per_phone[512];
+	json_t *calls, *c;
+	size_t i;
+	const long long minute = atoll(it_env("DIALER_CLOCK_MINUTE_MS"));
+	struct it_resp *p;
+
+	(void)state;
+	setup_run(&r, 100000, 3, "8");
+	create_campaign(&r, "\"callsPerMinute\":600,\"maxConcurrentCalls\":5,\"maxRetries\":2,"
+			    "\"retryDelayMinutes\":1");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 60000);
+	assert_int_equal(carrier_calls(&r, per_phone, &calls), 9);
+	for (int k = 0; k < r.n; k++) {
+		long long t[8];
+		int n = 0;
+
+		assert_int_equal(per_phone[k], 3);
+		json_array_foreach(calls, i, c) {
+			int64_t ms;
+
+			if (strcmp(json_string_value(json_object_get(c, "to")), r.phones[k]))
+				continue;
+			assert_int_equal(dl_time_parse(json_string_value(json_object_get(c, "createdAt")), &ms), 0);
+			t[n++] = ms;
+		}
+		qsort(t, (size_t)n, sizeof(t[0]), cmp_ll);
+		for (int j = 1; j < n; j++)
+			if (t[j] - t[j - 1] < minute)
+				fail_msg("attempts %d and %d only %lld ms apart", j, j + 1, t[j] - t[j - 1]);
+	}
+	json_decref(calls);
+	calls = all_calls(&r);
+	json_array_foreach(calls, i, c) {
+		assert_string_equal(json_string_value(json_object_get(c, "status")), "FAILED");
+		assert_string_equal(json_string_value(json_object_get(c, "outcome")), "busy");
+		assert_int_equal(json_integer_value(json_object_get(c, "attempts")), 3);
+	}
+	json_decref(calls);
 }
 
 static void test_empty_audience_completes(void **state)
@@ -551,6 +622,7 @@ int main(void)
 		cmocka_unit_test(test_concurrency_cap),      cmocka_unit_test(test_pause_resume_cancel),
 		cmocka_unit_test(test_dnc_skipped),          cmocka_unit_test(test_quota_pauses),
 		cmocka_unit_test(test_scheduled_start),      cmocka_unit_test(test_empty_audience_completes),
+		cmocka_unit_test(test_retry_spacing),
 	};
 
 	return cmocka_run_group_tests_name("campaign execution", tests, NULL, NULL);
