@@ -146,15 +146,28 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, struct dl_http_res
 	return ret;
 }
 
+/* The method as a metric label: a client may send any token, so only the
+ * standard ones get a series of their own. */
+static const char *method_label(const char *method)
+{
+	static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+
+	for (size_t i = 0; i < DL_ARRAY_LEN(known); i++)
+		if (!strcmp(method, known[i]))
+			return known[i];
+	return "other";
+}
+
 static void record(const struct dl_http_resp *resp, const char *method, int64_t started_ms)
 {
-	char labels[256];
+	char labels[384], route[256];
 	double secs = (double)(dl_mono_ms() - started_ms) / 1000.0;
 
-	snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"",
-		 resp->route ? resp->route : "other", method, resp->status);
+	dl_metrics_escape(route, sizeof(route), resp->route ? resp->route : "other");
+	snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",status=\"%d\"", route, method_label(method),
+		 resp->status);
 	dl_metrics_add("dialer_http_requests_total", labels, 1);
-	snprintf(labels, sizeof(labels), "route=\"%s\"", resp->route ? resp->route : "other");
+	snprintf(labels, sizeof(labels), "route=\"%s\"", route);
 	dl_metrics_observe("dialer_http_request_duration_seconds", labels, secs);
 }
 

@@ -24,10 +24,11 @@ static void on_signal(int sig)
 
 void dl_service_build_info(const char *service)
 {
-	char labels[128];
+	char labels[256], svc[64], version[96];
 
 	dl_metrics_register("dialer_build_info", "gauge", "Build information; always 1.");
-	snprintf(labels, sizeof(labels), "service=\"%s\",version=\"%s\"", service, DIALER_VERSION);
+	snprintf(labels, sizeof(labels), "service=\"%s\",version=\"%s\"", dl_metrics_escape(svc, sizeof(svc), service),
+		 dl_metrics_escape(version, sizeof(version), DIALER_VERSION));
 	dl_metrics_set("dialer_build_info", labels, 1);
 }
 
