@@ -76,6 +76,7 @@ static const struct opt opts[] = {
 	I("worker", "request_timeout_ms", worker_request_timeout_ms, 10000, 100, 120000),
 	I("worker", "max_429_retries", worker_max_429_retries, 5, 0, 100),
 	SECRET("worker", "db_url", worker_db_url, ""),
+	S("worker", "crash_at", worker_crash_at, ""),
 };
 
 static char **str_field(struct dl_config *cfg, const struct opt *o)

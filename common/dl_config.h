@@ -71,6 +71,7 @@ struct dl_config {
 	int worker_request_timeout_ms;
 	int worker_max_429_retries;
 	char *worker_db_url;
+	char *worker_crash_at; /* fault tests only: where a worker dies as if killed */
 };
 
 /* Fills cfg with defaults, then path's values (if path is not NULL), then the

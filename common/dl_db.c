@@ -182,8 +182,9 @@ PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *con
 	state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 	if (sqlstate)
 		snprintf(sqlstate, 6, "%s", state ? state : "08000");
-	/* Constraint violations are answers the caller turns into 4xx: not logged. */
-	if (state == NULL || strncmp(state, "23", 2) != 0) {
+	/* A caller that asks for the SQLSTATE handles constraint violations
+	 * (a 409, say): those are not logged. Anything else is. */
+	if (state == NULL || sqlstate == NULL || strncmp(state, "23", 2) != 0) {
 		char msg[512], what[64];
 
 		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));

@@ -27,7 +27,8 @@ bool dl_db_pool_ping(struct dl_db_pool *pool);
 /* PQexecParams with text parameters; returns the result (caller clears it)
  * or NULL, logging the error with sql's first words, when the status is not
  * PGRES_COMMAND_OK or PGRES_TUPLES_OK. If sqlstate is not NULL it receives the
- * SQLSTATE of a failure (6 bytes) or "" on success. */
+ * SQLSTATE of a failure (6 bytes) or "" on success, and constraint
+ * violations (class 23), which the caller then handles, are not logged. */
 PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
 		     char sqlstate[6]);
 /* Runs a statement that returns no rows; 0 or -EIO. */

@@ -45,6 +45,9 @@
 #define M_LATENCY "dialer_worker_dial_latency_seconds"
 #define M_IN_FLIGHT "dialer_worker_in_flight"
 #define M_429 "dialer_worker_carrier_429_total"
+#define M_DEAD "dialer_worker_jobs_dead_lettered_total"
+#define M_CARRIER_OK "dialer_worker_carrier_authorized"
+#define M_AMQP_UP "dialer_worker_amqp_connected"
 
 enum wk_state {
 	WK_FENCE, /* dial waiting for its fence */
@@ -115,12 +118,38 @@ static const char *wk_opt(const char *s)
 	return s[0] ? s : NULL;
 }
 
+/* Readiness inputs: the atomics /readyz reads, and their gauges (set on
+ * change only, as the loop calls these every turn). */
+static void wk_carrier_ok(struct worker *w, bool ok)
+{
+	if (atomic_exchange(&w->carrier_ok, ok) != ok)
+		dl_metrics_set(M_CARRIER_OK, NULL, ok ? 1 : 0);
+}
+
+static void wk_amqp_up(struct worker *w, bool up)
+{
+	if (atomic_exchange(&w->amqp_up, up) != up)
+		dl_metrics_set(M_AMQP_UP, NULL, up ? 1 : 0);
+}
+
 static void wk_metric_result(const char *outcome)
 {
 	char labels[64];
 
 	snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
 	dl_metrics_add(M_RESULTS, labels, 1);
+}
+
+/* Fault tests only (worker.crash_at): dies at the named step of a dial
+ * exactly as a SIGKILL would, leaving the job unacked and nothing flushed. */
+static const char *wk_crash_at = "";
+
+static void wk_crash_point(const char *step)
+{
+	if (!strcmp(wk_crash_at, step)) {
+		dl_log_kv(DL_WARN, "worker.crash_at: dying here", "step", step, NULL);
+		_exit(137);
+	}
 }
 
 int worker_new(const struct dl_config *cfg, struct worker **out)
@@ -131,6 +160,7 @@ int worker_new(const struct dl_config *cfg, struct worker **out)
 	if (w == NULL)
 		return -ENOMEM;
 	w->cfg = cfg;
+	wk_crash_at = cfg->worker_crash_at;
 	if (gethostname(host, sizeof(host) - 1) < 0 || !host[0])
 		snprintf(host, sizeof(host), "unknown");
 	snprintf(w->id, sizeof(w->id), "%s:%d", host, (int)getpid());
@@ -138,7 +168,6 @@ int worker_new(const struct dl_config *cfg, struct worker **out)
 	dl_amqp_init(&w->out, cfg);
 	w->in_backoff = w->out_backoff = 100;
 	w->db_backoff = 100;
-	atomic_store(&w->carrier_ok, true);
 	if (worker_carrier_init(&w->carrier, cfg) < 0) {
 		free(w);
 		return -ENOMEM;
@@ -149,8 +178,17 @@ int worker_new(const struct dl_config *cfg, struct worker **out)
 			    "Seconds from the first create sent to the carrier's final answer (429 resends included).");
 	dl_metrics_register(M_IN_FLIGHT, "gauge", "Jobs taken and not yet acked.");
 	dl_metrics_register(M_429, "counter", "Creates the carrier answered 429.");
+	dl_metrics_register(M_DEAD, "counter",
+			    "Jobs nacked without requeue, so dead-lettered, by reason (invalid: unparsable; fence: "
+			    "an unexpected fence verdict).");
+	dl_metrics_register(M_CARRIER_OK, "gauge", "1 while the carrier accepts our credentials (0 after a 401).");
+	dl_metrics_register(M_AMQP_UP, "gauge", "1 while both RabbitMQ connections are open.");
 	dl_metrics_set(M_IN_FLIGHT, NULL, 0);
 	dl_metrics_add(M_429, NULL, 0);
+	dl_metrics_add(M_DEAD, "reason=\"invalid\"", 0);
+	dl_metrics_add(M_DEAD, "reason=\"fence\"", 0);
+	dl_metrics_set(M_AMQP_UP, NULL, 0);
+	wk_carrier_ok(w, true);
 	*out = w;
 	return 0;
 }
@@ -276,6 +314,8 @@ static void wk_settle(struct worker *w, struct wk_task *t)
 		r = dl_amqp_nack(&w->in, t->tag, t->settle == WK_REQUEUE);
 	if (r < 0)
 		wk_in_lost(w);
+	else if (t->settle == WK_DROP)
+		dl_metrics_add(M_DEAD, "reason=\"fence\"", 1);
 }
 
 /* Sets t's result: body (stolen) gets type, messageId and attemptId. The task
@@ -326,7 +366,7 @@ static void wk_unauthorized(struct worker *w)
 	if (w->unauthorized)
 		return;
 	w->unauthorized = true;
-	atomic_store(&w->carrier_ok, false);
+	wk_carrier_ok(w, false);
 	w->probe_at = dl_mono_ms() + WK_PROBE_MS;
 	dl_log_kv(DL_ERROR, "carrier refuses our credentials (401); not taking jobs until it accepts them",
 		  "worker", w->id, NULL);
@@ -353,6 +393,8 @@ static void wk_take_one(struct worker *w, struct dl_amqp_msg *msg)
 		dl_log_kv(DL_WARN, "poison job dead-lettered", "messageId", wk_opt(mid), "error", err, NULL);
 		if (dl_amqp_nack(&w->in, env->delivery_tag, false) < 0)
 			wk_in_lost(w);
+		else
+			dl_metrics_add(M_DEAD, "reason=\"invalid\"", 1);
 		return;
 	}
 	snprintf(labels, sizeof(labels), "type=\"%s\"", worker_job_type_name(job.type));
@@ -509,6 +551,7 @@ out:
 static void wk_verdict(struct wk_task *t, const char *verdict)
 {
 	if (!strcmp(verdict, "dial")) {
+		wk_crash_point("after-fence");
 		t->state = WK_READY;
 	} else if (!strcmp(verdict, "duplicate")) {
 		/* Dialed (or finished) already, by us or another worker: nothing to say. */
@@ -620,6 +663,7 @@ static void wk_dial_answer(struct worker *w, struct wk_task *t)
 	cls = worker_classify(h->rc == CURLE_OK ? h->status : 0, h->body);
 	switch (cls) {
 	case WORKER_ACCEPTED:
+		wk_crash_point("after-create");
 		DL_IGNORE(worker_answer_sid(h->body, sid, sizeof(sid)));
 		wk_metric_result("accepted");
 		dl_log_kv(DL_INFO, "dial accepted", "attemptId", t->job.attempt_id, "campaignId",
@@ -738,7 +782,7 @@ static void wk_probe_answer(struct worker *w)
 	w->probing = false;
 	if (h->rc == CURLE_OK && h->status >= 200 && h->status < 300) {
 		w->unauthorized = false;
-		atomic_store(&w->carrier_ok, true);
+		wk_carrier_ok(w, true);
 		dl_log_kv(DL_INFO, "carrier accepts our credentials again; taking jobs", NULL);
 	} else {
 		w->probe_at = dl_mono_ms() + WK_PROBE_MS;
@@ -836,6 +880,7 @@ static void wk_flush(struct worker *w)
 		return;
 	}
 	w->out_polled_at = dl_mono_ms();
+	wk_crash_point("before-ack");
 	for (struct wk_task *t = w->tasks; t; t = t->next)
 		if (wk_done_confirmed(t))
 			wk_settle(w, t);
@@ -878,7 +923,7 @@ static void wk_links(struct worker *w)
 		w->out_polled_at = dl_mono_ms();
 		DL_IGNORE(dl_amqp_poll(&w->out, 0));
 	}
-	atomic_store(&w->amqp_up, w->in.open && w->out.open);
+	wk_amqp_up(w, w->in.open && w->out.open);
 }
 
 /* Starts the credentials probe when due. */
@@ -987,7 +1032,7 @@ int worker_run(struct worker *w, volatile int *stop)
 	wk_cancel(w);
 	dl_amqp_close(&w->in);
 	dl_amqp_close(&w->out);
-	atomic_store(&w->amqp_up, false);
+	wk_amqp_up(w, false);
 	dl_metrics_set(M_IN_FLIGHT, NULL, w->ntasks);
 	return 0;
 }

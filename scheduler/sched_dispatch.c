@@ -10,6 +10,7 @@
 #include "dl_db.h"
 #include "dl_log.h"
 #include "dl_metrics.h"
+#include "sched_metrics.h"
 #include "scheduler.h"
 
 static const char SQL_RUNNING[] =
@@ -32,12 +33,12 @@ static const char SQL_CLAIM[] =
 	"    AND next_attempt_at IS NULL ORDER BY id LIMIT $2)"
 	"  LIMIT $2),"
 	" claimed AS ("
-	"  UPDATE calls SET status = 'QUEUED', attempts = attempts + 1"
+	"  UPDATE calls SET status = 'QUEUED', attempts = attempts + 1, attempt_seq = attempt_seq + 1"
 	"   WHERE id IN (SELECT id FROM due) AND status = 'PENDING'"
-	"  RETURNING id, attempts, phone_number),"
+	"  RETURNING id, attempt_seq, phone_number),"
 	" att AS ("
 	"  INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
-	"  SELECT 'att_' || replace(gen_random_uuid()::text, '-', ''), id, $1, attempts, phone_number"
+	"  SELECT 'att_' || replace(gen_random_uuid()::text, '-', ''), id, $1, attempt_seq, phone_number"
 	"    FROM claimed RETURNING id, call_id, to_number),"
 	" jobs AS ("
 	"  INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
@@ -124,11 +125,25 @@ int sched_dispatch(struct sched_ctx *s, PGconn *db)
 	if (camps == NULL)
 		goto out;
 	for (int i = 0; i < PQntuples(camps); i++) {
-		/* The database's clock paces, so replicas' clocks never matter. */
-		int n = dispatch_one(s, db, camps, i, atoll(PQgetvalue(camps, i, 8)));
+		int n;
 
-		if (n < 0)
+		/* One campaign's failure must not stall the others: each runs under
+		 * a savepoint, and a failed one is rolled back alone. */
+		if (dl_db_cmd(db, "SAVEPOINT campaign") < 0)
 			goto out;
+		/* The database's clock paces, so replicas' clocks never matter. */
+		n = dispatch_one(s, db, camps, i, atoll(PQgetvalue(camps, i, 8)));
+		if (n < 0) {
+			if (PQstatus(db) != CONNECTION_OK || dl_db_cmd(db, "ROLLBACK TO SAVEPOINT campaign") < 0)
+				goto out;
+			dl_log_kv(DL_ERROR, "dispatch failed for a campaign; others go on", "campaign_id",
+				  PQgetvalue(camps, i, 0), NULL);
+			continue;
+		}
+		if (dl_db_cmd(db, "RELEASE SAVEPOINT campaign") < 0)
+			goto out;
+		sched_metrics_observe_pace(PQgetvalue(camps, i, 0), n, atoi(PQgetvalue(camps, i, 1)),
+					   s->cfg->clock_minute_ms);
 		total += n;
 	}
 	if (dl_db_cmd(db, "COMMIT") < 0)

@@ -11,6 +11,7 @@
 #include "dl_log.h"
 #include "dl_metrics.h"
 #include "dl_outbox.h"
+#include "sched_metrics.h"
 #include "scheduler.h"
 
 static struct sched_ctx sched;
@@ -82,6 +83,7 @@ static int sched_run(struct dl_service_ctx *svc)
 			}
 			DL_IGNORE(sched_dispatch(&sched, db));
 		}
+		sched_metrics_refresh(&sched, db);
 		for (int waited = 0; waited < svc->cfg.scheduler_tick_ms && !sched.wake && !svc->stop; waited += 5)
 			dl_sleep_ms(5, NULL);
 	}

@@ -12,6 +12,7 @@
 #include "dl_db.h"
 #include "dl_log.h"
 #include "dl_metrics.h"
+#include "sched_metrics.h"
 #include "scheduler.h"
 
 static const char SQL_ATTEMPT[] =
@@ -30,6 +31,7 @@ static const char SQL_EVENT[] =
 	"  WHERE id = $1 RETURNING call_id)"
 	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
 static const char SQL_END[] = "SELECT dialer_end_attempt($1, $2, $3::int, $4::boolean, $5::int)";
+static const char SQL_RELEASE[] = "SELECT dialer_release_attempt($1)";
 
 /* Ends attempt with outcome; 0 or -EIO. */
 static int end_attempt(struct sched_ctx *s, PGconn *db, const char *attempt, const char *outcome, long duration)
@@ -163,8 +165,8 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, json_t *m)
 		if (!unknown)
 			return 0;
 		if (!json_is_true(json_object_get(m, "found")))
-			/* The carrier never saw it: safe to try again later. */
-			return end_attempt(s, db, attempt, "failed", 0);
+			/* The carrier never saw it: the dial did not happen. */
+			return exec1(db, SQL_RELEASE, 1, &attempt);
 		if (!sid_valid(sid) || status == NULL)
 			return -EINVAL;
 		{
@@ -238,6 +240,7 @@ static void consume(struct sched_ctx *s, const char *queue, int prefetch,
 		if (r <= 0)
 			continue;
 		r = handle(s, db, msg.env.message.body.bytes, msg.env.message.body.len);
+		sched_metrics_consumed(&msg.env.message.properties, r);
 		if (r == -EIO) {
 			/* Database trouble: give it back and slow down. */
 			DL_IGNORE(dl_amqp_nack(&mq, msg.env.delivery_tag, true));

@@ -33,6 +33,10 @@ export DIALER_CLOCK_MINUTE_MS=${DIALER_CLOCK_MINUTE_MS:-2000}
 export DIALER_SCHEDULER_TICK_MS=${DIALER_SCHEDULER_TICK_MS:-10}
 # A short lease so that failover tests take seconds.
 export DIALER_SCHEDULER_LEASE_S=${DIALER_SCHEDULER_LEASE_S:-3}
+# Attempts silent this long are reconciled with the carrier. It must exceed
+# the longest a worker can take over one dial (request timeout and 429
+# resends), or a slow dial could be reconciled as never made.
+export DIALER_SCHEDULER_RECONCILE_AFTER_S=${DIALER_SCHEDULER_RECONCILE_AFTER_S:-12}
 bash deploy/local/services.sh start "$run" || { say "could not start the services"; exit 1; }
 # shellcheck disable=SC1091
 source "$run/env"
@@ -45,6 +49,10 @@ failures=()
 suite() {
 	local name=$1
 	shift
+	# SUITES="it_scheduler test_common" runs only those (a developer's shortcut).
+	if [[ -n ${SUITES:-} && " $SUITES " != *" $name "* ]]; then
+		return 0
+	fi
 	say "suite $name"
 	if "$@"; then
 		passed=$((passed + 1))
@@ -60,6 +68,7 @@ done
 for t in build/tests/it_*; do
 	[[ -x $t ]] && suite "$(basename "$t")" "$t"
 done
+suite metrics bash tests/metrics/check.sh
 suite openapi-lint bash tests/openapi/lint.sh
 suite deploy-validate bash tests/deploy/validate.sh
 suite deploy-selftest bash tests/deploy/validate.sh --self-test

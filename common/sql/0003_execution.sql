@@ -13,6 +13,10 @@ ALTER TABLE campaigns
     ADD COLUMN next_dial_at timestamptz,        -- pacing: the earliest next dial start
     ADD COLUMN quota_paused boolean NOT NULL DEFAULT false;
 
+-- Every attempt ever made gets the next number, including released ones,
+-- which do not count in calls.attempts.
+ALTER TABLE calls ADD COLUMN attempt_seq integer NOT NULL DEFAULT 0;
+
 ALTER TABLE call_attempts
     ADD COLUMN worker text,
     ADD COLUMN to_number text,
@@ -141,4 +145,31 @@ BEGIN
         END IF;
     END IF;
     RETURN final_status;
+END $$;
+
+-- An attempt the carrier never saw (a worker died after the fence, before
+-- its request left) did not happen: its call goes back to PENDING at once,
+-- and the attempt does not count against maxRetries.
+CREATE FUNCTION dialer_release_attempt(p_attempt text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    a record;
+    c record;
+BEGIN
+    UPDATE call_attempts SET status = 'ENDED', outcome = 'released', ended_at = now()
+     WHERE id = p_attempt AND status = 'UNKNOWN'
+    RETURNING call_id, campaign_id INTO a;
+    IF NOT FOUND THEN
+        RETURN 'ignored';
+    END IF;
+    PERFORM 1 FROM campaigns WHERE id = a.campaign_id FOR UPDATE;
+    SELECT status INTO c FROM calls WHERE id = a.call_id FOR UPDATE;
+    IF c.status NOT IN ('QUEUED', 'IN_PROGRESS') THEN
+        RETURN 'ignored';
+    END IF;
+    UPDATE calls SET status = 'PENDING', attempts = attempts - 1, next_attempt_at = NULL WHERE id = a.call_id;
+    UPDATE campaigns SET queued = queued - (c.status = 'QUEUED')::int,
+           in_progress = in_progress - (c.status = 'IN_PROGRESS')::int, pending = pending + 1
+     WHERE id = a.campaign_id;
+    RETURN 'released';
 END $$;

@@ -306,8 +306,8 @@ static void fx_new(struct fx *f, const char *status, const char *digits)
 		const char *p[] = {f->camp, f->phone};
 
 		r = PQexecParams(it_db(),
-				 "INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts)"
-				 " VALUES ($1, 'ct_it', $2, 'QUEUED', 1) RETURNING id",
+				 "INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts, attempt_seq)"
+				 " VALUES ($1, 'ct_it', $2, 'QUEUED', 1, 1) RETURNING id",
 				 2, NULL, p, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK)
 			fail_msg("insert call: %s", PQresultErrorMessage(r));
