@@ -13,6 +13,8 @@ int ctl_migrate(const struct dl_config *cfg, int argc, char **argv);
 int ctl_org(const struct dl_config *cfg, int argc, char **argv);
 int ctl_apikey(const struct dl_config *cfg, int argc, char **argv);
 int ctl_flow(const struct dl_config *cfg, int argc, char **argv);
+/* dlq list|replay|purge on the dead-letter queue (ctl_dlq.c); RabbitMQ only. */
+int ctl_dlq(const struct dl_config *cfg, int argc, char **argv);
 
 /* Finds "--name value" in argv; NULL when absent. */
 const char *ctl_opt(int argc, char **argv, const char *name);

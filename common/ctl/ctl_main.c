@@ -1,4 +1,4 @@
-/* dialerctl: migrate, organizations, API keys, flows. */
+/* dialerctl: migrate, organizations, API keys, flows, dead letters. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,9 @@ static void usage(void)
 	      "  apikey create --org ORG                   create another API key\n"
 	      "  apikey revoke --id KEY_ID                 revoke an API key\n"
 	      "  flow create --org ORG --name N --voice-url URL\n"
+	      "  dlq list|replay|purge [--campaign ID] [--reason R] [--older-than 10m] [--max N]\n"
+	      "      [--rate N] [--dry-run] [--all]      the dead-letter queue (dlq --help); a replayed\n"
+	      "                                          job still passes the dial fence: no double dial\n"
 	      "Settings come from --config, $DIALER_CONFIG and DIALER_<SECTION>_<KEY> (e.g. DIALER_DB_URL).\n",
 	      stderr);
 }
@@ -51,6 +54,8 @@ int main(int argc, char **argv)
 		rc = ctl_apikey(&cfg, argc - i, argv + i);
 	else if (!strcmp(argv[i], "flow"))
 		rc = ctl_flow(&cfg, argc - i, argv + i);
+	else if (!strcmp(argv[i], "dlq"))
+		rc = ctl_dlq(&cfg, argc - i, argv + i);
 	else {
 		fprintf(stderr, "dialerctl: unknown command %s\n", argv[i]);
 		usage();
