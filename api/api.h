@@ -47,6 +47,7 @@ struct api_call {
 	char key_id[DL_ID_MAX];
 	PGconn *db;  /* borrowed for the request by api_db() */
 	json_t *body; /* the parsed JSON object, or NULL when the body was empty */
+	bool outer_txn; /* the request runs in a transaction opened for its Idempotency-Key */
 };
 
 typedef void (*api_handler)(struct api_call *c);
@@ -58,6 +59,7 @@ struct api_route {
 	enum api_rate_class rate;
 	bool body;           /* expects a JSON object body */
 	bool public_route;   /* no API key (carrier callbacks) */
+	bool idempotent;     /* honours an Idempotency-Key header */
 };
 
 /* api_router.c: the route table and matching. */
@@ -74,6 +76,10 @@ const struct api_route *api_route_match(const char *method, const char *path, co
 PGconn *api_db(struct api_call *c);
 /* Answers 500 for a failed statement, or 503 when the database is gone. */
 void api_db_failed(struct api_call *c);
+/* BEGIN and COMMIT for a handler's transaction; inside the transaction of
+ * an Idempotency-Key they do nothing (the key's commit is the handler's). */
+int api_tx_begin(struct api_call *c) DL_WUR;
+int api_tx_commit(struct api_call *c) DL_WUR;
 
 /* api_ratelimit.c: token buckets per key and class. */
 int api_ratelimit_new(int per_min_default, int per_min_bulk, struct api_ratelimit **out) DL_WUR;

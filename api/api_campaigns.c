@@ -325,7 +325,7 @@ static void transition(struct api_call *c, enum api_action action)
 	PGresult *st = NULL, *r = NULL;
 	json_t *cmd;
 
-	if (api_db(c) == NULL || dl_db_cmd(c->db, "BEGIN") < 0)
+	if (api_db(c) == NULL || api_tx_begin(c) < 0)
 		return api_db_failed(c);
 	st = dl_db_exec(c->db, SQL_CAMPAIGN_STATE, 2, params, NULL);
 	if (st == NULL) {
@@ -359,7 +359,7 @@ static void transition(struct api_call *c, enum api_action action)
 	if (cmd == NULL ||
 	    api_outbox_add(c->db, c->api->cfg->amqp_commands_exchange, action_events[action],
 			   action_events[action], cmd) < 0 ||
-	    dl_db_cmd(c->db, "COMMIT") < 0) {
+	    api_tx_commit(c) < 0) {
 		json_decref(cmd);
 		api_db_failed(c);
 		goto out;

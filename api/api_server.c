@@ -14,6 +14,16 @@ extern const char api_openapi_yaml[], api_openapi_yaml_end[];
 
 static const char SQL_KEY_LOOKUP[] =
 	"SELECT organization_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+static const char SQL_IDEM_CLAIM[] =
+	"INSERT INTO idempotency_keys (organization_id, idem_key, request_hash) VALUES ($1, $2, $3)"
+	" ON CONFLICT DO NOTHING RETURNING 1";
+static const char SQL_IDEM_GET[] =
+	"SELECT request_hash, status, response FROM idempotency_keys"
+	" WHERE organization_id = $1 AND idem_key = $2 AND created_at > now() - interval '24 hours'";
+static const char SQL_IDEM_STORE[] =
+	"UPDATE idempotency_keys SET status = $3, response = $4 WHERE organization_id = $1 AND idem_key = $2";
+static const char SQL_IDEM_EXPIRE[] =
+	"DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'";
 
 PGconn *api_db(struct api_call *c)
 {
@@ -23,6 +33,16 @@ PGconn *api_db(struct api_call *c)
 			dl_http_error(c->resp, 503, "the database is unavailable; try again");
 	}
 	return c->db;
+}
+
+int api_tx_begin(struct api_call *c)
+{
+	return c->outer_txn ? 0 : dl_db_cmd(c->db, "BEGIN");
+}
+
+int api_tx_commit(struct api_call *c)
+{
+	return c->outer_txn ? 0 : dl_db_cmd(c->db, "COMMIT");
 }
 
 void api_db_failed(struct api_call *c)
@@ -93,6 +113,96 @@ static bool parse_body(struct api_call *c)
 	return true;
 }
 
+/* True when an Idempotency-Key is 1 to 255 printable ASCII characters. */
+static bool idem_key_valid(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n > 255)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (k[i] < 0x21 || k[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* Runs route under the request's Idempotency-Key: the key is claimed in a
+ * transaction that the handler's work and its stored answer share, so a
+ * key either did everything once or nothing. A repeat with the same request
+ * gets the first answer back; with another request, 422; while the first
+ * is still running, 409. A 5xx is not stored: the client may try again. */
+static void run_idempotent(struct api_call *c, const struct api_route *route, const char *key)
+{
+	static unsigned long calls;
+	char hash[65];
+	const char *params[4] = {c->org_id, key, hash, NULL};
+	PGresult *r = NULL;
+	size_t n = strlen(c->req->method) + strlen(c->req->url) + c->req->body_len + 2;
+	char *material = malloc(n + 1);
+
+	if (material == NULL) {
+		dl_http_error(c->resp, 500, "out of memory");
+		return;
+	}
+	snprintf(material, n + 1, "%s %s\n", c->req->method, c->req->url);
+	memcpy(material + strlen(material), c->req->body, c->req->body_len);
+	dl_sha256_hex(material, strlen(c->req->method) + strlen(c->req->url) + 2 + c->req->body_len, hash);
+	free(material);
+	if (api_db(c) == NULL)
+		return;
+	if (++calls % 10000 == 0)
+		DL_IGNORE(dl_db_cmd(c->db, SQL_IDEM_EXPIRE));
+	if (dl_db_cmd(c->db, "BEGIN") < 0)
+		return api_db_failed(c);
+	r = dl_db_exec(c->db, SQL_IDEM_CLAIM, 3, params, NULL);
+	if (r == NULL)
+		goto failed;
+	if (PQntuples(r) == 0) {
+		/* Seen before (the insert waited for that request to commit). */
+		PQclear(r);
+		DL_IGNORE(dl_db_cmd(c->db, "ROLLBACK"));
+		r = dl_db_exec(c->db, SQL_IDEM_GET, 2, params, NULL);
+		if (r == NULL)
+			return api_db_failed(c);
+		if (PQntuples(r) == 0)
+			dl_http_error(c->resp, 409, "Idempotency-Key %s expired; use a new key", key);
+		else if (strcmp(PQgetvalue(r, 0, 0), hash) != 0)
+			dl_http_error(c->resp, 422, "Idempotency-Key %s was used with a different request", key);
+		else if (PQgetisnull(r, 0, 1))
+			dl_http_error(c->resp, 409, "a request with Idempotency-Key %s is still in progress", key);
+		else
+			dl_http_text(c->resp, atoi(PQgetvalue(r, 0, 1)), "application/json", PQgetvalue(r, 0, 2),
+				     (size_t)PQgetlength(r, 0, 2));
+		PQclear(r);
+		return;
+	}
+	PQclear(r);
+	c->outer_txn = true;
+	route->fn(c);
+	c->outer_txn = false;
+	if (c->resp->status >= 500 || PQtransactionStatus(c->db) != PQTRANS_INTRANS) {
+		/* Failed, or a statement aborted the transaction: nothing happened. */
+		DL_IGNORE(dl_db_cmd(c->db, "ROLLBACK"));
+		return;
+	}
+	{
+		char status[8];
+
+		snprintf(status, sizeof(status), "%d", c->resp->status);
+		params[2] = status;
+		params[3] = c->resp->body ? c->resp->body : "";
+		r = dl_db_exec(c->db, SQL_IDEM_STORE, 4, params, NULL);
+		if (r == NULL || dl_db_cmd(c->db, "COMMIT") < 0)
+			goto failed;
+		PQclear(r);
+	}
+	return;
+failed:
+	PQclear(r);
+	DL_IGNORE(dl_db_cmd(c->db, "ROLLBACK"));
+	api_db_failed(c);
+}
+
 static void handle(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp)
 {
 	struct api_ctx *api = ctx;
@@ -135,7 +245,16 @@ static void handle(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp
 	}
 	if (route->body && !parse_body(&c))
 		goto out;
-	route->fn(&c);
+	{
+		const char *key = route->idempotent ? dl_http_header(req, "Idempotency-Key") : NULL;
+
+		if (key != NULL && !idem_key_valid(key))
+			dl_http_error(resp, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
+		else if (key != NULL)
+			run_idempotent(&c, route, key);
+		else
+			route->fn(&c);
+	}
 out:
 	json_decref(c.body);
 	dl_db_pool_put(api->db, c.db);

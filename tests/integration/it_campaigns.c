@@ -608,6 +608,70 @@ static void test_oversized_body(void **state)
 	free(big);
 }
 
+static void test_idempotency_key(void **state)
+{
+	struct fixture f;
+	struct it_resp *a, *b;
+	char body[512], path[160];
+
+	(void)state;
+	fixture_new(&f, 100, 0);
+	snprintf(body, sizeof(body), "{\"name\":\"Once\",\"flowId\":\"%s\",\"audienceId\":\"%s\"}", f.org.flow_id,
+		 f.audience);
+	/* The same key twice creates one campaign and answers the same. */
+	a = it_call("POST", "/v1/campaigns", f.org.key, body, "Idempotency-Key: create-1", NULL);
+	it_expect(a, 201);
+	b = it_call("POST", "/v1/campaigns", f.org.key, body, "Idempotency-Key: create-1", NULL);
+	it_expect(b, 201);
+	assert_string_equal(a->body, b->body);
+	assert_int_equal(it_db_count("SELECT count(*) FROM campaigns WHERE organization_id = $1", f.org.id, NULL), 1);
+	/* Reused with another request: refused, nothing created. */
+	it_resp_free(b);
+	b = it_call("POST", "/v1/campaigns", f.org.key, "{\"name\":\"Other\",\"flowId\":\"x\",\"audienceId\":\"y\"}",
+		    "Idempotency-Key: create-1", NULL);
+	it_expect(b, 422);
+	it_resp_free(b);
+	assert_int_equal(it_db_count("SELECT count(*) FROM campaigns WHERE organization_id = $1", f.org.id, NULL), 1);
+	/* Another key creates another. */
+	b = it_call("POST", "/v1/campaigns", f.org.key, body, "Idempotency-Key: create-2", NULL);
+	it_expect(b, 201);
+	assert_string_not_equal(it_str(a, "id"), it_str(b, "id"));
+	it_resp_free(b);
+	/* start twice with one key: one transition, the same 200 both times
+	 * (without the key the second would be a 409). */
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/start", it_str(a, "id"));
+	b = it_call("POST", path, f.org.key, NULL, "Idempotency-Key: start-1", NULL);
+	it_expect(b, 200);
+	it_resp_free(b);
+	b = it_call("POST", path, f.org.key, NULL, "Idempotency-Key: start-1", NULL);
+	it_expect(b, 200);
+	assert_string_equal(it_str(b, "status"), "IN_PROGRESS");
+	it_resp_free(b);
+	b = it_call("POST", path, f.org.key, NULL, NULL);
+	it_expect(b, 409);
+	it_resp_free(b);
+	/* Keys belong to an organization: another one's same key is its own. */
+	{
+		struct fixture g;
+
+		fixture_new(&g, 100, 0);
+		b = it_call("POST", path, g.org.key, NULL, "Idempotency-Key: start-1", NULL);
+		it_expect(b, 404);
+		it_resp_free(b);
+	}
+	/* A malformed key is a 400 and changes nothing. */
+	{
+		char longkey[400] = "Idempotency-Key: ";
+
+		memset(longkey + strlen(longkey), 'k', 300);
+		b = it_call("POST", "/v1/campaigns", f.org.key, body, longkey, NULL);
+		it_expect(b, 400);
+		it_resp_free(b);
+	}
+	assert_int_equal(it_db_count("SELECT count(*) FROM campaigns WHERE organization_id = $1", f.org.id, NULL), 2);
+	it_resp_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -623,6 +687,7 @@ int main(void)
 		cmocka_unit_test(test_isolation),
 		cmocka_unit_test(test_auth_and_protocol),
 		cmocka_unit_test(test_oversized_body),
+		cmocka_unit_test(test_idempotency_key),
 	};
 
 	return cmocka_run_group_tests_name("campaigns api", tests, NULL, NULL);
