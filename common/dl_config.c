@@ -67,6 +67,7 @@ static const struct opt opts[] = {
 	I("sim", "latency_ms", sim_latency_ms, 0, 0, 60000),
 	I("sim", "rate_429_pct", sim_rate_429_pct, 0, 0, 100),
 	I("sim", "rate_5xx_pct", sim_rate_5xx_pct, 0, 0, 100),
+	B("sim", "honor_time_limit", sim_honor_time_limit, 1),
 	I("scheduler", "tick_ms", scheduler_tick_ms, 100, 5, 10000),
 	I("scheduler", "lease_s", scheduler_lease_s, 10, 2, 600),
 	I("scheduler", "timeout_grace_s", scheduler_timeout_grace_s, 30, 0, 3600),

@@ -60,6 +60,7 @@ struct dl_config {
 	int sim_latency_ms;      /* added to every API answer */
 	int sim_rate_429_pct;    /* share of creates answered 429 (call not created) */
 	int sim_rate_5xx_pct;    /* share of creates answered 500 after creating the call */
+	bool sim_honor_time_limit; /* false: a carrier that lets calls run past TimeLimit */
 	/* scheduler */
 	int scheduler_tick_ms;
 	int scheduler_lease_s;

@@ -323,7 +323,7 @@ static void step(struct sim *s, uint32_t idx, struct evbuf *b)
 			len = len / 3 + (len % 3 != 0);
 		if (c->answered_by == SIM_AB_MACHINE && len < 1)
 			len = 1;
-		if (len > c->time_limit_s)
+		if (len > c->time_limit_s && s->cfg->sim_honor_time_limit)
 			len = c->time_limit_s;
 		c->duration = (uint32_t)len;
 		schedule(s, c, idx, STEP_END, sim_secs_ms(s, len));
