@@ -3,6 +3,7 @@
 # starts the services, runs the unit and integration suites and the OpenAPI
 # lint, fails on any sanitizer report in a service's log, and stops it all.
 set -uo pipefail
+shopt -s nullglob
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

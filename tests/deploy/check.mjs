@@ -768,6 +768,12 @@ function checkLibraries(binDir) {
     owners.set(lib, [...(owners.get(lib) ?? []), ...pkgs]);
   }
   for (const [lib, bins] of needed) {
+    // A sanitizer build (make SAN=...) links the sanitizer runtimes; images are
+    // built without them.
+    if (/^lib(asan|ubsan|lsan|tsan)\.so/.test(lib)) {
+      notes.push(`${lib}: a sanitizer build; its runtime is not an image dependency`);
+      continue;
+    }
     const pkgs = owners.get(lib);
     for (const bin of bins) {
       const have = installed[bin] ?? RUNTIME_PKGS;
