@@ -54,6 +54,7 @@ struct worker_job {
 	char call_sid[WK_SID_LEN];
 	/* reconcile */
 	int64_t since_ms;            /* epoch ms */
+	bool replayed;               /* republished from the dead-letter queue by dialerctl dlq */
 };
 
 /* Parses and validates one job body (untrusted, not NUL-terminated). Returns

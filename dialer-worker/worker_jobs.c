@@ -210,6 +210,7 @@ int worker_job_parse(const char *body, size_t len, struct worker_job *out, char 
 		r = wk_bad(err, errlen, "messageId is not an id");
 		goto out;
 	}
+	j.replayed = json_is_true(json_object_get(o, "replayed"));
 	if (!wk_id_ok(j.attempt_id)) {
 		r = wk_bad(err, errlen, "attemptId is not an id");
 		goto out;

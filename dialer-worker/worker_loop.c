@@ -41,6 +41,7 @@
 #define WK_DRAIN_EXTRA_MS 5000
 
 #define M_CONSUMED "dialer_worker_jobs_consumed_total"
+#define M_REPLAYED "dialer_worker_jobs_replayed_total"
 #define M_RESULTS "dialer_worker_dial_results_total"
 #define M_LATENCY "dialer_worker_dial_latency_seconds"
 #define M_IN_FLIGHT "dialer_worker_in_flight"
@@ -173,6 +174,7 @@ int worker_new(const struct dl_config *cfg, struct worker **out)
 		return -ENOMEM;
 	}
 	dl_metrics_register(M_CONSUMED, "counter", "Jobs taken from the queue, by type.");
+	dl_metrics_register(M_REPLAYED, "counter", "Jobs taken that dialerctl dlq replayed from the dead-letter queue.");
 	dl_metrics_register(M_RESULTS, "counter", "Dial jobs settled, by outcome.");
 	dl_metrics_register(M_LATENCY, "histogram",
 			    "Seconds from the first create sent to the carrier's final answer (429 resends included).");
@@ -399,6 +401,8 @@ static void wk_take_one(struct worker *w, struct dl_amqp_msg *msg)
 	}
 	snprintf(labels, sizeof(labels), "type=\"%s\"", worker_job_type_name(job.type));
 	dl_metrics_add(M_CONSUMED, labels, 1);
+	if (job.replayed)
+		dl_metrics_add(M_REPLAYED, "", 1);
 	if (w->draining || w->unauthorized) {
 		/* Prefetched but not started: another worker (or our restart) takes it. */
 		if (dl_amqp_nack(&w->in, env->delivery_tag, true) < 0)

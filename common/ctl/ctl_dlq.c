@@ -489,6 +489,27 @@ static int dlq_pace(struct dlq_run *r)
 	return 0;
 }
 
+/* Publishes a dead job again to the jobs exchange, marked "replayed": true
+ * in its body (workers count replays; a body that is not a JSON object goes
+ * as it was). */
+static int dlq_publish_replay(struct dl_amqp *pub, const char *exchange, const char *mid, const char *type,
+			      const amqp_message_t *m)
+{
+	json_t *o = json_loadb(m->body.bytes, m->body.len, 0, NULL);
+	char *text = NULL;
+	int rc;
+
+	if (json_is_object(o) && json_object_set_new(o, "replayed", json_true()) == 0)
+		text = json_dumps(o, JSON_COMPACT);
+	if (text != NULL)
+		rc = dl_amqp_publish(pub, exchange, "dial", mid, type, text, strlen(text));
+	else
+		rc = dl_amqp_publish(pub, exchange, "dial", mid, type, m->body.bytes, m->body.len);
+	free(text);
+	json_decref(o);
+	return rc;
+}
+
 /* Takes m (list: prints it; replay: publishes it to the jobs exchange;
  * purge: drops it) or puts a copy back at the tail of the queue; its ack
  * waits for the confirms of every copy published so far. 0 or -EIO. */
@@ -514,8 +535,7 @@ static int dlq_settle(struct dlq_run *r, const amqp_message_t *m, const struct d
 		snprintf(mid, sizeof(mid), "%s", in->message_id);
 		if (!mid[0])
 			dl_id_new("msg", mid);
-		rc = dl_amqp_publish(&r->pub, c->amqp_jobs_exchange, "dial", mid, in->type[0] ? in->type : NULL,
-				     m->body.bytes, m->body.len);
+		rc = dlq_publish_replay(&r->pub, c->amqp_jobs_exchange, mid, in->type[0] ? in->type : NULL, m);
 	}
 	if (rc == 0 && keep)
 		rc = dlq_republish(&r->pub, c->amqp_dead_letter_queue, m);

@@ -567,11 +567,30 @@ static void test_replay_dry_run(void **state)
 	}
 }
 
+/* The worker's count of replayed jobs it took (its /metrics). */
+static long long worker_replayed(void)
+{
+	char url[512];
+	struct it_resp *r;
+	const char *line;
+	long long n = 0;
+
+	snprintf(url, sizeof(url), "%s/metrics", it_env("DIALER_WORKER_HEALTH_URL"));
+	r = it_call_url("GET", url);
+	line = strstr(r->body, "\ndialer_worker_jobs_replayed_total ");
+	if (line)
+		n = atoll(line + strlen("\ndialer_worker_jobs_replayed_total "));
+	it_resp_free(r);
+	return n;
+}
+
 static void test_replay(void **state)
 {
 	char got[512], want[512];
 	long depth = dlq_depth();
 	json_t *lines, *s;
+
+	long long replayed_before = worker_replayed();
 
 	(void)state;
 	lines = ctl_lines(0, "dlq", "replay", "--campaign", A.id, "--rate", "50", NULL);
@@ -587,6 +606,8 @@ static void test_replay(void **state)
 		fail_msg("replayed jobs of campaign A were not each dialed once");
 	for (int k = 0; k < NCALLS; k++)
 		assert_string_not_equal(attempt_status(A.att[k]), "QUEUED");
+	/* The worker counted them as replays. */
+	assert_int_equal(worker_replayed() - replayed_before, NCALLS);
 	lines = ctl_lines(0, "dlq", "list", "--campaign", A.id, NULL);
 	assert_int_equal(num(summary(lines), "matched"), 0);
 	json_decref(lines);
