@@ -60,9 +60,12 @@ cmd_start() {
 	local api_url=http://127.0.0.1:$API_PORT sim_url=http://127.0.0.1:$SIM_PORT
 	export DIALER_CARRIER_BASE_URL=${DIALER_CARRIER_BASE_URL:-$sim_url}
 	export DIALER_API_PUBLIC_URL=${DIALER_API_PUBLIC_URL:-$api_url}
+	# Each service connects with its own least-privileged role.
+	local api_db=${DIALER_API_DB_URL:-$(sed 's#://[^@]*@#://dialer_api:dialer_api@#' <<<"$DIALER_DB_URL")}
+	local sched_db=${DIALER_SCHEDULER_DB_URL:-$(sed 's#://[^@]*@#://dialer_scheduler:dialer_scheduler@#' <<<"$DIALER_DB_URL")}
 	start_one telephony-sim "$bin/telephony-sim" DIALER_SIM_PORT="$SIM_PORT"
-	start_one dialer-api "$bin/dialer-api" DIALER_HTTP_PORT="$API_PORT"
-	start_one dialer-scheduler "$bin/dialer-scheduler" DIALER_HEALTH_PORT="$SCHED_HEALTH"
+	start_one dialer-api "$bin/dialer-api" DIALER_HTTP_PORT="$API_PORT" DIALER_DB_URL="$api_db"
+	start_one dialer-scheduler "$bin/dialer-scheduler" DIALER_HEALTH_PORT="$SCHED_HEALTH" DIALER_DB_URL="$sched_db"
 	# The worker connects as dialer_worker, a role that may only call the fence.
 	local worker_db=${DIALER_WORKER_DB_URL:-$(sed 's#://[^@]*@#://dialer_worker:dialer_worker@#' <<<"$DIALER_DB_URL")}
 	start_one dialer-worker "$bin/dialer-worker" DIALER_HEALTH_PORT="$WORKER_HEALTH" DIALER_WORKER_DB_URL="$worker_db"
