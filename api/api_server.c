@@ -13,7 +13,7 @@
 extern const char api_openapi_yaml[], api_openapi_yaml_end[];
 
 static const char SQL_KEY_LOOKUP[] =
-	"SELECT organization_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
+	"SELECT organization_id, id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
 static const char SQL_IDEM_CLAIM[] =
 	"INSERT INTO idempotency_keys (organization_id, idem_key, request_hash) VALUES ($1, $2, $3)"
 	" ON CONFLICT DO NOTHING RETURNING 1";
@@ -76,7 +76,9 @@ static bool authenticate(struct api_call *c)
 		api_db_failed(c);
 		return false;
 	}
-	if (PQntuples(r) != 1) {
+	/* The index finds the row; the stored hash is still compared in
+	 * constant time so no comparison's timing depends on the key. */
+	if (PQntuples(r) != 1 || PQgetlength(r, 0, 2) != 64 || !dl_ct_equal(PQgetvalue(r, 0, 2), hash, 64)) {
 		PQclear(r);
 		dl_http_error(c->resp, 401, "missing or invalid API key (x-api-key header)");
 		return false;
