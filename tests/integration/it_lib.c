@@ -1,6 +1,10 @@
 #include "it_lib.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,4 +315,106 @@ int it_poll(int (*cond)(void *arg), void *arg, int timeout_ms)
 		waited += 20;
 	}
 	return v;
+}
+
+int it_free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static int port_listens(void *arg)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)*(int *)arg);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+int it_port_up(int port, int timeout_ms)
+{
+	return it_poll(port_listens, &port, timeout_ms);
+}
+
+pid_t it_spawn(const char *name, const char *tag, const char *const *env)
+{
+	const char *ctl = it_env("DIALER_CTL");
+	char log[512], bin[512];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/logs/%s-%s.log", it_env("STACK_RUNDIR"), name, tag);
+	snprintf(bin, sizeof(bin), "%.*s/%s", (int)(strrchr(ctl, '/') - ctl), ctl, name);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		FILE *f = freopen(log, "a", stdout);
+
+		(void)f;
+		dup2(1, 2);
+		for (int i = 0; env && env[i]; i += 2)
+			setenv(env[i], env[i + 1], 1);
+		execl(bin, bin, (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+void it_stop_pid(pid_t pid)
+{
+	struct timespec ts = {0, 20000000};
+
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 1000 && kill(pid, 0) == 0; i++) {
+		waitpid(pid, NULL, WNOHANG);
+		nanosleep(&ts, NULL);
+	}
+	assert_int_not_equal(kill(pid, 0), 0);
+}
+
+pid_t it_service_pid(const char *name)
+{
+	char path[512];
+	FILE *f;
+	int pid = 0;
+
+	snprintf(path, sizeof(path), "%s/pids/%s.pid", it_env("STACK_RUNDIR"), name);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d", &pid), 1);
+	fclose(f);
+	return pid;
+}
+
+void it_services_start(void)
+{
+	const char *stack = it_env("DIALER_STACK");
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "bash %.*s/services.sh start %s >/dev/null", (int)(strrchr(stack, '/') - stack),
+		 stack, it_env("STACK_RUNDIR"));
+	assert_int_equal(system(cmd), 0);
+}
+
+void it_worker_db_url(char *out, size_t len)
+{
+	const char *db = it_env("DIALER_DB_URL"), *at = strchr(db, '@');
+
+	assert_non_null(at);
+	snprintf(out, len, "postgresql://dialer_worker:dialer_worker%s", at);
 }

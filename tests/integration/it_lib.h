@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <cmocka.h>
 
 struct it_resp {
@@ -69,5 +70,22 @@ long long it_db_count(const char *sql, ...) __attribute__((sentinel));
 void it_phone(char out[20], int last_digit);
 /* Polls cond(arg) every 20 ms until true or timeout_ms; returns cond's last value. */
 int it_poll(int (*cond)(void *arg), void *arg, int timeout_ms);
+
+/* Extra processes a test runs beside the stack's own. */
+/* A free loopback TCP port. */
+int it_free_port(void);
+/* Polls until something listens on port (up to timeout_ms); true if it does. */
+int it_port_up(int port, int timeout_ms);
+/* Starts build/<name> with env (name, value pairs ending in NULL) added to
+ * the test's environment, logging to $STACK_RUNDIR/logs/<name>-<tag>.log. */
+pid_t it_spawn(const char *name, const char *tag, const char *const *env);
+/* SIGTERM to pid and wait (up to 20 s) until it is gone. */
+void it_stop_pid(pid_t pid);
+/* The pid of one of the stack's own services (its pid file). */
+pid_t it_service_pid(const char *name);
+/* Starts whatever of the stack's own services is not running. */
+void it_services_start(void);
+/* The dialer_worker role's URL on the test database. */
+void it_worker_db_url(char *out, size_t len);
 
 #endif

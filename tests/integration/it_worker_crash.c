@@ -16,20 +16,6 @@
 
 static pid_t managed;
 
-static pid_t pid_from(const char *name)
-{
-	char path[512];
-	FILE *f;
-	int pid = 0;
-
-	snprintf(path, sizeof(path), "%s/pids/%s.pid", it_env("STACK_RUNDIR"), name);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d", &pid), 1);
-	fclose(f);
-	return pid;
-}
-
 /* Starts a worker that dies at step; returns once it consumes. */
 static pid_t spawn_crashing_worker(const char *step, char *log, size_t loglen)
 {
@@ -41,13 +27,12 @@ static pid_t spawn_crashing_worker(const char *step, char *log, size_t loglen)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		char bin[512], worker_db[512];
-		const char *db = getenv("DIALER_DB_URL"), *at = strstr(db, "@");
 		FILE *f = freopen(log, "a", stdout);
 
 		(void)f;
 		dup2(1, 2);
 		/* The worker's own role, as the stack runs it. */
-		snprintf(worker_db, sizeof(worker_db), "postgresql://dialer_worker:dialer_worker%s", at);
+		it_worker_db_url(worker_db, sizeof(worker_db));
 		setenv("DIALER_WORKER_DB_URL", worker_db, 1);
 		setenv("DIALER_WORKER_CRASH_AT", step, 1);
 		setenv("DIALER_HEALTH_PORT", "0", 1);
@@ -76,38 +61,13 @@ static pid_t spawn_crashing_worker(const char *step, char *log, size_t loglen)
 	return -1;
 }
 
-/* Starts the stack's own worker again (services.sh starts what is missing). */
-static void restart_managed(void)
-{
-	char cmd[1024];
-
-	const char *stack = it_env("DIALER_STACK");
-
-	snprintf(cmd, sizeof(cmd), "bash %.*s/services.sh start %s >/dev/null", (int)(strrchr(stack, '/') - stack),
-		 stack, it_env("STACK_RUNDIR"));
-	assert_int_equal(system(cmd), 0);
-	managed = 0;
-}
-
-/* Stops the stack's own worker (it drains), so only the crashing one
- * consumes: a frozen consumer would still be handed jobs. */
-static void stop_managed(void)
-{
-	managed = pid_from("dialer-worker");
-	kill(managed, SIGTERM);
-	for (int i = 0; i < 1000 && kill(managed, 0) == 0; i++) {
-		struct timespec ts = {0, 20000000};
-
-		nanosleep(&ts, NULL);
-	}
-	assert_int_not_equal(kill(managed, 0), 0);
-}
-
 static int teardown(void **state)
 {
 	(void)state;
-	if (managed > 0)
-		restart_managed();
+	if (managed > 0) {
+		it_services_start();
+		managed = 0;
+	}
 	return 0;
 }
 
@@ -145,7 +105,8 @@ static void run_crash(const char *step)
 	it_resp_free(r);
 
 	/* Only the crashing worker takes jobs while the stack's own is stopped. */
-	stop_managed();
+	managed = it_service_pid("dialer-worker");
+	it_stop_pid(managed);
 	crashy = spawn_crashing_worker(step, log, sizeof(log));
 	snprintf(path, sizeof(path), "/v1/campaigns/%s/start", campaign);
 	r = it_call("POST", path, org.key, NULL, NULL);
@@ -165,7 +126,8 @@ static void run_crash(const char *step)
 		fail_msg("the worker did not die at %s (see %s)", step, log);
 	}
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 137);
-	restart_managed();
+	it_services_start();
+	managed = 0;
 
 	snprintf(path, sizeof(path), "/v1/campaigns/%s/progress", campaign);
 	for (int i = 0; i < 2000; i++) {

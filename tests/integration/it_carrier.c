@@ -1,0 +1,237 @@
+/* Campaigns against a misbehaving carrier: the test runs its own simulator
+ * with the fault and its own worker pointed at it (the stack's own worker
+ * stopped meanwhile), then checks the campaign completes, every contact's
+ * call is answered, and the carrier saw each contact exactly once.
+ * - a 429 storm: workers resend with backoff (a 429 created nothing);
+ * - 5xx after create: the carrier made the call but answered 500; the
+ *   attempt is ambiguous and is reconciled and adopted, never redialed;
+ * - a carrier that lets calls run past TimeLimit: the scheduler hangs up a
+ *   call live past callTimeoutMinutes and it ends as `timeout`. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "it_lib.h"
+
+static pid_t sim_pid, worker_pid;
+static int stopped_managed;
+static char sim_url[64];
+
+/* Runs a simulator with env and a worker pointed at it. */
+static void start_carrier(const char *tag, const char *const *sim_env)
+{
+	char port[16], worker_db[512];
+	const char *env[32];
+	int n = 0;
+
+	snprintf(port, sizeof(port), "%d", it_free_port());
+	snprintf(sim_url, sizeof(sim_url), "http://127.0.0.1:%s", port);
+	env[n++] = "DIALER_SIM_PORT";
+	env[n++] = port;
+	for (int i = 0; sim_env[i] && n < 30; i++)
+		env[n++] = sim_env[i];
+	env[n] = NULL;
+	sim_pid = it_spawn("telephony-sim", tag, env);
+	assert_true(it_port_up(atoi(port), 10000));
+	it_stop_pid(it_service_pid("dialer-worker"));
+	stopped_managed = 1;
+	it_worker_db_url(worker_db, sizeof(worker_db));
+	{
+		const char *wenv[] = {"DIALER_CARRIER_BASE_URL", sim_url, "DIALER_HEALTH_PORT", "0",
+				      "DIALER_WORKER_DB_URL", worker_db, NULL};
+
+		worker_pid = it_spawn("dialer-worker", tag, wenv);
+	}
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (worker_pid > 0) {
+		kill(worker_pid, SIGTERM);
+		waitpid(worker_pid, NULL, 0);
+		worker_pid = 0;
+	}
+	if (sim_pid > 0) {
+		kill(sim_pid, SIGTERM);
+		waitpid(sim_pid, NULL, 0);
+		sim_pid = 0;
+	}
+	if (stopped_managed) {
+		it_services_start();
+		stopped_managed = 0;
+	}
+	return 0;
+}
+
+struct run {
+	struct it_org org;
+	char campaign[64];
+	char phones[64][20];
+	int n;
+};
+
+/* n contacts ending in 1 (answered), an audience, a campaign, started. */
+static void run_campaign(struct run *r, int n, const char *settings)
+{
+	json_t *body = json_object(), *arr = json_array(), *ids = json_array();
+	struct it_resp *resp;
+	char audience[64], path[160], *text;
+
+	it_org_new(&r->org, 100000);
+	r->n = n;
+	for (int i = 0; i < n; i++) {
+		it_phone(r->phones[i], 1);
+		json_array_append_new(arr, json_pack("{s:s}", "phoneNumber", r->phones[i]));
+	}
+	json_object_set_new(body, "contacts", arr);
+	text = json_dumps(body, JSON_COMPACT);
+	resp = it_call("POST", "/v1/contacts/bulk", r->org.key, text, NULL);
+	it_expect(resp, 200);
+	for (size_t i = 0; i < json_array_size(json_object_get(resp->json, "data")); i++)
+		json_array_append(ids, json_object_get(json_array_get(json_object_get(resp->json, "data"), i), "id"));
+	it_resp_free(resp);
+	free(text);
+	json_decref(body);
+	resp = it_call("POST", "/v1/audiences", r->org.key, "{\"name\":\"carrier\"}", NULL);
+	it_expect(resp, 201);
+	snprintf(audience, sizeof(audience), "%s", it_str(resp, "id"));
+	it_resp_free(resp);
+	body = json_pack("{s:o}", "contactIds", ids);
+	text = json_dumps(body, JSON_COMPACT);
+	snprintf(path, sizeof(path), "/v1/audiences/%s/contacts", audience);
+	resp = it_call("POST", path, r->org.key, text, NULL);
+	it_expect(resp, 200);
+	it_resp_free(resp);
+	free(text);
+	json_decref(body);
+	resp = it_callf("POST", "/v1/campaigns", r->org.key, "{\"name\":\"carrier\",\"flowId\":\"%s\",\"audienceId\":\"%s\",%s}",
+			r->org.flow_id, audience, settings);
+	it_expect(resp, 201);
+	snprintf(r->campaign, sizeof(r->campaign), "%s", it_str(resp, "id"));
+	it_resp_free(resp);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/start", r->campaign);
+	resp = it_call("POST", path, r->org.key, NULL, NULL);
+	it_expect(resp, 200);
+	it_resp_free(resp);
+}
+
+static void wait_completed(struct run *r, int timeout_ms)
+{
+	char path[160];
+	struct it_resp *resp;
+
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/progress", r->campaign);
+	for (int waited = 0; waited < timeout_ms; waited += 50) {
+		struct timespec ts = {0, 50000000};
+		int done;
+
+		resp = it_call("GET", path, r->org.key, NULL, NULL);
+		done = !strcmp(it_str(resp, "status"), "COMPLETED");
+		it_resp_free(resp);
+		if (done)
+			return;
+		nanosleep(&ts, NULL);
+	}
+	resp = it_call("GET", path, r->org.key, NULL, NULL);
+	fail_msg("campaign not COMPLETED: %s", resp->body);
+}
+
+/* Every contact answered, and the carrier saw each one exactly once. */
+static void expect_each_once_answered(struct run *r)
+{
+	char url[128], path[200];
+	struct it_resp *resp;
+	json_t *c;
+	size_t i;
+	int seen[64] = {0};
+
+	snprintf(url, sizeof(url), "%s/_sim/calls", sim_url);
+	resp = it_call_url("GET", url);
+	json_array_foreach(json_object_get(resp->json, "calls"), i, c)
+		for (int k = 0; k < r->n; k++)
+			if (!strcmp(json_string_value(json_object_get(c, "to")), r->phones[k]))
+				seen[k]++;
+	it_resp_free(resp);
+	for (int k = 0; k < r->n; k++)
+		if (seen[k] != 1)
+			fail_msg("the carrier saw %d calls to %s", seen[k], r->phones[k]);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/calls?limit=100", r->campaign);
+	resp = it_call("GET", path, r->org.key, NULL, NULL);
+	json_array_foreach(json_object_get(resp->json, "data"), i, c)
+		assert_string_equal(json_string_value(json_object_get(c, "outcome")), "answered");
+	assert_int_equal(json_array_size(json_object_get(resp->json, "data")), r->n);
+	it_resp_free(resp);
+}
+
+static void test_429_storm(void **state)
+{
+	static const char *const env[] = {"DIALER_SIM_RATE_429_PCT", "40", NULL};
+	struct run r;
+
+	(void)state;
+	start_carrier("429", env);
+	run_campaign(&r, 30, "\"callsPerMinute\":600,\"maxConcurrentCalls\":10,\"maxRetries\":2,\"retryDelayMinutes\":0");
+	wait_completed(&r, 90000);
+	expect_each_once_answered(&r);
+}
+
+static void test_5xx_after_create(void **state)
+{
+	static const char *const env[] = {"DIALER_SIM_RATE_5XX_PCT", "30", NULL};
+	struct run r;
+
+	(void)state;
+	start_carrier("5xx", env);
+	run_campaign(&r, 30, "\"callsPerMinute\":600,\"maxConcurrentCalls\":10,\"maxRetries\":2,\"retryDelayMinutes\":0");
+	wait_completed(&r, 90000);
+	/* The 500s were ambiguous, reconciled and adopted: nobody dialed twice. */
+	expect_each_once_answered(&r);
+	assert_true(it_db_count("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id"
+				" WHERE c.campaign_id = $1 AND a.reconcile_at IS NOT NULL", r.campaign, NULL) > 0);
+}
+
+static void test_timeout_hangup(void **state)
+{
+	/* Calls of 600 (scaled) seconds, a carrier that ignores TimeLimit, a
+	 * one-minute timeout: the scheduler hangs the call up. */
+	static const char *const env[] = {"DIALER_SIM_HONOR_TIME_LIMIT", "false", "DIALER_SIM_CALL_SECONDS", "600",
+					  "DIALER_SIM_RING_SECONDS", "1", NULL};
+	struct run r;
+	struct it_resp *resp;
+	char path[200];
+
+	(void)state;
+	start_carrier("timeout", env);
+	run_campaign(&r, 1, "\"callTimeoutMinutes\":1,\"maxRetries\":0");
+	wait_completed(&r, 60000);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/calls", r.campaign);
+	resp = it_call("GET", path, r.org.key, NULL, NULL);
+	{
+		json_t *c = json_array_get(json_object_get(resp->json, "data"), 0);
+		const char *outcome = json_string_value(json_object_get(c, "outcome"));
+
+		if (outcome == NULL || strcmp(outcome, "timeout"))
+			fail_msg("call after its timeout: %s", resp->body);
+		assert_string_equal(json_string_value(json_object_get(c, "status")), "FAILED");
+	}
+	it_resp_free(resp);
+	assert_int_equal(it_db_count("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id"
+				     " WHERE c.campaign_id = $1 AND a.hangup_sent AND a.outcome = 'timeout'",
+				     r.campaign, NULL),
+			 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_429_storm, teardown),
+		cmocka_unit_test_teardown(test_5xx_after_create, teardown),
+		cmocka_unit_test_teardown(test_timeout_hangup, teardown),
+	};
+
+	return cmocka_run_group_tests_name("misbehaving carrier", tests, NULL, NULL);
+}
