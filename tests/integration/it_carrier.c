@@ -6,7 +6,9 @@
  * - 5xx after create: the carrier made the call but answered 500; the
  *   attempt is ambiguous and is reconciled and adopted, never redialed;
  * - a carrier that lets calls run past TimeLimit: the scheduler hangs up a
- *   call live past callTimeoutMinutes and it ends as `timeout`. */
+ *   call live past callTimeoutMinutes and it ends as `timeout`;
+ * - callbacks replayed after a call ended (duplicates, late, contradicting)
+ *   change nothing. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,12 +227,86 @@ static void test_timeout_hangup(void **state)
 			 1);
 }
 
+static int results_drained(void *arg)
+{
+	char url[512];
+	struct it_resp *r;
+	int drained;
+
+	(void)arg;
+	if (it_db_count("SELECT count(*) FROM outbox WHERE message_type = 'call.status'", NULL) != 0)
+		return 0;
+	snprintf(url, sizeof(url), "%s/api/queues/%%2F/dialer.results", it_env("DIALER_AMQP_MGMT_URL"));
+	r = it_call_url("GET", url);
+	drained = r->status == 200 && json_integer_value(json_object_get(r->json, "messages")) == 0;
+	it_resp_free(r);
+	return drained;
+}
+
+static void test_replayed_callbacks(void **state)
+{
+	/* After a call ended answered, its callbacks come again: duplicated, an
+	 * older one late, and a contradicting final one. Nothing changes. */
+	struct run r;
+	PGresult *q;
+	char attempt[64], sid[64], form[1024], path[200];
+	long long last_seq, used;
+	struct it_resp *resp, *before;
+	static const char *const replays[][2] = {{"completed", "0"}, {"ringing", "-3"}, {"busy", "5"},
+						  {"no-answer", "6"}, {"in-progress", "-1"}};
+
+	(void)state;
+	snprintf(sim_url, sizeof(sim_url), "%s", it_env("DIALER_SIM_URL"));
+	run_campaign(&r, 1, "\"maxRetries\":2");
+	wait_completed(&r, 60000);
+	expect_each_once_answered(&r);
+	q = PQexecParams(it_db(),
+			 "SELECT a.id, a.call_sid, a.last_sequence FROM call_attempts a JOIN calls c ON c.id = a.call_id"
+			 " WHERE c.campaign_id = $1",
+			 1, NULL, (const char *const[]){r.campaign}, NULL, NULL, 0);
+	assert_int_equal(PQntuples(q), 1);
+	snprintf(attempt, sizeof(attempt), "%s", PQgetvalue(q, 0, 0));
+	snprintf(sid, sizeof(sid), "%s", PQgetvalue(q, 0, 1));
+	last_seq = atoll(PQgetvalue(q, 0, 2));
+	PQclear(q);
+	used = it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/calls", r.campaign);
+	before = it_call("GET", path, r.org.key, NULL, NULL);
+
+	for (size_t i = 0; i < sizeof(replays) / sizeof(replays[0]); i++) {
+		long long seq = last_seq + atoll(replays[i][1]);
+
+		snprintf(form, sizeof(form),
+			 "CallSid=%s&AccountSid=ACdialerlocal00000000000000000000&To=%%2B1555&CallStatus=%s"
+			 "&SequenceNumber=%lld&CallDuration=7&Direction=outbound-api",
+			 sid, replays[i][0], seq < 0 ? 0 : seq);
+		resp = it_post_callback(attempt, form);
+		assert_int_equal(resp->status, 204);
+		it_resp_free(resp);
+	}
+	assert_true(it_poll(results_drained, NULL, 20000));
+	resp = it_call("GET", path, r.org.key, NULL, NULL);
+	assert_string_equal(resp->body, before->body);
+	it_resp_free(resp);
+	it_resp_free(before);
+	assert_int_equal(it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL), used);
+	assert_int_equal(it_db_count("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id"
+				     " WHERE c.campaign_id = $1", r.campaign, NULL), 1);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/progress", r.campaign);
+	resp = it_call("GET", path, r.org.key, NULL, NULL);
+	assert_int_equal(it_int(resp, "completed"), 1);
+	assert_int_equal(it_int(resp, "failed"), 0);
+	assert_int_equal(it_int(resp, "pending"), 0);
+	it_resp_free(resp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_429_storm, teardown),
 		cmocka_unit_test_teardown(test_5xx_after_create, teardown),
 		cmocka_unit_test_teardown(test_timeout_hangup, teardown),
+		cmocka_unit_test(test_replayed_callbacks),
 	};
 
 	return cmocka_run_group_tests_name("misbehaving carrier", tests, NULL, NULL);

@@ -1,5 +1,8 @@
 #include "it_lib.h"
 
+#include "dl_form.h"
+#include "dl_twsig.h"
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
@@ -42,8 +45,23 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
+static struct it_resp *perform_any(const char *method, const char *path, const char *key, const char *ctype,
+				   const void *body, size_t len, va_list *extra, const char *const *list);
+
 static struct it_resp *perform(const char *method, const char *path, const char *key, const char *ctype,
 			       const void *body, size_t len, va_list *extra)
+{
+	return perform_any(method, path, key, ctype, body, len, extra, NULL);
+}
+
+static struct it_resp *perform_headers(const char *method, const char *path, const char *key, const char *ctype,
+				       const void *body, size_t len, const char *const *list)
+{
+	return perform_any(method, path, key, ctype, body, len, NULL, list);
+}
+
+static struct it_resp *perform_any(const char *method, const char *path, const char *key, const char *ctype,
+				   const void *body, size_t len, va_list *extra, const char *const *list)
 {
 	CURL *h = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -81,6 +99,8 @@ static struct it_resp *perform(const char *method, const char *path, const char 
 		while ((hline = va_arg(*extra, const char *)) != NULL)
 			hdrs = curl_slist_append(hdrs, hline);
 	}
+	for (int i = 0; list && list[i]; i++)
+		hdrs = curl_slist_append(hdrs, list[i]);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	if (body != NULL) {
 		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
@@ -130,6 +150,24 @@ struct it_resp *it_call_raw(const char *method, const char *path, const char *ke
 			    const void *body, size_t len)
 {
 	return perform(method, path, key, ctype, body, len, NULL);
+}
+
+struct it_resp *it_post_callback(const char *attempt, const char *form)
+{
+	const char *token = getenv("DIALER_CARRIER_AUTH_TOKEN");
+	char path[256], url[1024], sig[DL_TWSIG_LEN], header[DL_TWSIG_LEN + 32];
+	const char *extra[] = {header, NULL};
+	struct dl_form f;
+	struct it_resp *r;
+
+	snprintf(path, sizeof(path), "/v1/carrier/status?attemptId=%s", attempt);
+	snprintf(url, sizeof(url), "%s%s", it_env("DIALER_API_URL"), path);
+	assert_int_equal(dl_form_parse(form, strlen(form), &f), 0);
+	assert_int_equal(dl_twsig_compute(token && *token ? token : "dialer-local-auth-token", url, &f, sig), 0);
+	dl_form_free(&f);
+	snprintf(header, sizeof(header), "X-Twilio-Signature: %s", sig);
+	r = perform_headers("POST", path, NULL, "application/x-www-form-urlencoded", form, strlen(form), extra);
+	return r;
 }
 
 struct it_resp *it_call_url(const char *method, const char *url)

@@ -42,6 +42,9 @@ struct it_resp *it_callf(const char *method, const char *path, const char *key, 
 /* Sends raw bytes as the body with a given content type (NULL: none). */
 struct it_resp *it_call_raw(const char *method, const char *path, const char *key, const char *ctype,
 			    const void *body, size_t len);
+/* POSTs a form-encoded body to the carrier callback of attempt, signed as
+ * the carrier signs it (X-Twilio-Signature with the carrier's auth token). */
+struct it_resp *it_post_callback(const char *attempt, const char *form);
 /* Calls an absolute URL without a key (the simulator, health endpoints). */
 struct it_resp *it_call_url(const char *method, const char *url);
 void it_resp_free(struct it_resp *r);
