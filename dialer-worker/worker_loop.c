@@ -403,6 +403,8 @@ static void wk_take_one(struct worker *w, struct dl_amqp_msg *msg)
 	dl_metrics_add(M_CONSUMED, labels, 1);
 	if (job.replayed)
 		dl_metrics_add(M_REPLAYED, "", 1);
+	if (job.type == WORKER_JOB_DIAL)
+		wk_crash_point("after-take");
 	if (w->draining || w->unauthorized) {
 		/* Prefetched but not started: another worker (or our restart) takes it. */
 		if (dl_amqp_nack(&w->in, env->delivery_tag, true) < 0)

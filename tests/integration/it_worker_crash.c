@@ -1,5 +1,5 @@
 /* A dialer worker dies (as by SIGKILL) at each step of a dial: after it
- * fenced the attempt, after the carrier created the call, and after its
+ * took the job, after it fenced the attempt, after the carrier created the call, and after its
  * result was confirmed but before it acked the job. Each time the contact
  * is dialed exactly once and the campaign completes: the redelivered job is
  * refused by the fence, the unknown attempt is reconciled with the carrier
@@ -174,6 +174,12 @@ static void run_crash(const char *step)
 	it_resp_free(r);
 }
 
+static void test_crash_after_take(void **state)
+{
+	(void)state;
+	run_crash("after-take");
+}
+
 static void test_crash_after_fence(void **state)
 {
 	(void)state;
@@ -195,6 +201,7 @@ static void test_crash_before_ack(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_crash_after_take, teardown),
 		cmocka_unit_test_teardown(test_crash_after_fence, teardown),
 		cmocka_unit_test_teardown(test_crash_after_create, teardown),
 		cmocka_unit_test_teardown(test_crash_before_ack, teardown),
