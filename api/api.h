@@ -119,6 +119,15 @@ json_t *api_list(json_t *data, long long total, long page, long limit);
 json_t *api_row_json(PGresult *r, int row, const char *const *cols, int ncols);
 /* All rows of r as an array of objects. */
 json_t *api_rows_json(PGresult *r, const char *const *cols, int ncols);
+/* Answers a page of a list: sql_list takes params[0..n-1], then the limit
+ * and the offset as $n+1 and $n+2, and returns cols plus `count(*) OVER ()`
+ * last; sql_count takes params[0..n-1] (past the last page). params must
+ * have room for n + 2. Parses page and limit itself (400 when bad). */
+void api_respond_page(struct api_call *c, const char *sql_list, const char *sql_count, const char **params, int n,
+		      const char *const *cols, int ncols);
+/* Answers the row sql (params: the path id, the organization) returns as
+ * JSON, or 404 "<what> <id> not found". */
+void api_respond_one(struct api_call *c, const char *sql, const char *const *cols, int ncols, const char *what);
 /* True when the SQLSTATE is a unique violation. */
 bool api_is_unique_violation(const char *sqlstate);
 

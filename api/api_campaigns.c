@@ -84,33 +84,14 @@ static void respond_campaign(struct api_call *c, int status, PGresult *r)
 
 void api_campaigns_get(struct api_call *c)
 {
-	const char *params[2] = {c->params[0], c->org_id};
-	PGresult *r;
-
-	if (api_db(c) == NULL)
-		return;
-	r = dl_db_exec(c->db, SQL_CAMPAIGN_GET, 2, params, NULL);
-	if (r == NULL)
-		return api_db_failed(c);
-	if (PQntuples(r) == 0)
-		not_found(c);
-	else
-		respond_campaign(c, 200, r);
-	PQclear(r);
+	api_respond_one(c, SQL_CAMPAIGN_GET, campaign_json, NCOLS(campaign_json), "campaign");
 }
 
 void api_campaigns_list(struct api_call *c)
 {
 	const char *status = dl_http_query(c->req, "status"), *search = dl_http_query(c->req, "search");
-	char err[256], lim[16], off[24];
-	const char *params[5] = {c->org_id, status, search, lim, off};
-	long page, limit;
-	long long total = 0;
-	PGresult *r;
+	const char *params[5] = {c->org_id, status, search};
 
-	if (!api_parse_paging(dl_http_query(c->req, "page"), dl_http_query(c->req, "limit"), &page, &limit,
-			      err, sizeof(err)))
-		return api_bad_request(c, err);
 	if (status != NULL && !api_campaign_status_valid(status))
 		return api_bad_request(c, "status must be one of DRAFT, SCHEDULED, IN_PROGRESS, PAUSED, "
 					  "COMPLETED, CANCELLED");
@@ -118,29 +99,7 @@ void api_campaigns_list(struct api_call *c)
 		return api_bad_request(c, "search must be valid text of at most 200 characters");
 	if (search != NULL && !*search)
 		params[2] = NULL;
-	snprintf(lim, sizeof(lim), "%ld", limit);
-	snprintf(off, sizeof(off), "%ld", (page - 1) * limit);
-	if (api_db(c) == NULL)
-		return;
-	r = dl_db_exec(c->db, SQL_CAMPAIGN_LIST, 5, params, NULL);
-	if (r == NULL)
-		return api_db_failed(c);
-	if (PQntuples(r) > 0) {
-		total = atoll(PQgetvalue(r, 0, NCOLS(campaign_json)));
-	} else if (page > 1) {
-		/* Past the last page the window count is gone: count alone. */
-		PQclear(r);
-		r = dl_db_exec(c->db, SQL_CAMPAIGN_COUNT, 3, params, NULL);
-		if (r == NULL)
-			return api_db_failed(c);
-		total = atoll(PQgetvalue(r, 0, 0));
-		PQclear(r);
-		dl_http_json(c->resp, 200, api_list(json_array(), total, page, limit));
-		return;
-	}
-	dl_http_json(c->resp, 200,
-		     api_list(api_rows_json(r, campaign_json, NCOLS(campaign_json)), total, page, limit));
-	PQclear(r);
+	api_respond_page(c, SQL_CAMPAIGN_LIST, SQL_CAMPAIGN_COUNT, params, 3, campaign_json, NCOLS(campaign_json));
 }
 
 /* Checks that flowId and audienceId (when given) exist in the organization. */

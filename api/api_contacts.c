@@ -219,60 +219,19 @@ static void respond_contact(struct api_call *c, int status, PGresult *r)
 
 void api_contacts_get(struct api_call *c)
 {
-	const char *params[2] = {c->params[0], c->org_id};
-	PGresult *r;
-
-	if (api_db(c) == NULL)
-		return;
-	r = dl_db_exec(c->db, SQL_CONTACT_GET, 2, params, NULL);
-	if (r == NULL)
-		return api_db_failed(c);
-	if (PQntuples(r) == 0)
-		not_found(c);
-	else
-		respond_contact(c, 200, r);
-	PQclear(r);
+	api_respond_one(c, SQL_CONTACT_GET, contact_json, NCOLS(contact_json), "contact");
 }
 
 void api_contacts_list(struct api_call *c)
 {
 	const char *search = dl_http_query(c->req, "search");
-	char err[256], lim[16], off[24];
-	const char *params[4] = {c->org_id, search, lim, off};
-	long page, limit;
-	long long total = 0;
-	PGresult *r;
+	const char *params[4] = {c->org_id, search};
 
-	if (!api_parse_paging(dl_http_query(c->req, "page"), dl_http_query(c->req, "limit"), &page, &limit,
-			      err, sizeof(err)))
-		return api_bad_request(c, err);
 	if (search != NULL && (dl_utf8_len(search) < 0 || dl_utf8_len(search) > 200))
 		return api_bad_request(c, "search must be valid text of at most 200 characters");
 	if (search != NULL && !*search)
 		params[1] = NULL;
-	snprintf(lim, sizeof(lim), "%ld", limit);
-	snprintf(off, sizeof(off), "%ld", (page - 1) * limit);
-	if (api_db(c) == NULL)
-		return;
-	r = dl_db_exec(c->db, SQL_CONTACT_LIST, 4, params, NULL);
-	if (r == NULL)
-		return api_db_failed(c);
-	if (PQntuples(r) > 0) {
-		total = atoll(PQgetvalue(r, 0, NCOLS(contact_json)));
-	} else if (page > 1) {
-		/* Past the last page the window count is gone: count alone. */
-		PQclear(r);
-		r = dl_db_exec(c->db, SQL_CONTACT_COUNT, 2, params, NULL);
-		if (r == NULL)
-			return api_db_failed(c);
-		total = atoll(PQgetvalue(r, 0, 0));
-		PQclear(r);
-		dl_http_json(c->resp, 200, api_list(json_array(), total, page, limit));
-		return;
-	}
-	dl_http_json(c->resp, 200,
-		     api_list(api_rows_json(r, contact_json, NCOLS(contact_json)), total, page, limit));
-	PQclear(r);
+	api_respond_page(c, SQL_CONTACT_LIST, SQL_CONTACT_COUNT, params, 2, contact_json, NCOLS(contact_json));
 }
 
 void api_contacts_create(struct api_call *c)

@@ -48,37 +48,9 @@ static void not_listed(struct api_call *c, const char *phone)
 
 void api_dnc_list(struct api_call *c)
 {
-	char err[256], lim[16], off[24];
-	const char *params[3] = {c->org_id, lim, off};
-	long page, limit;
-	long long total = 0;
-	PGresult *r;
+	const char *params[3] = {c->org_id};
 
-	if (!api_parse_paging(dl_http_query(c->req, "page"), dl_http_query(c->req, "limit"), &page, &limit,
-			      err, sizeof(err)))
-		return api_bad_request(c, err);
-	snprintf(lim, sizeof(lim), "%ld", limit);
-	snprintf(off, sizeof(off), "%ld", (page - 1) * limit);
-	if (api_db(c) == NULL)
-		return;
-	r = dl_db_exec(c->db, SQL_DNC_LIST, 3, params, NULL);
-	if (r == NULL)
-		return api_db_failed(c);
-	if (PQntuples(r) > 0) {
-		total = atoll(PQgetvalue(r, 0, NCOLS(dnc_json)));
-	} else if (page > 1) {
-		/* Past the last page the window count is gone: count alone. */
-		PQclear(r);
-		r = dl_db_exec(c->db, SQL_DNC_COUNT, 1, params, NULL);
-		if (r == NULL)
-			return api_db_failed(c);
-		total = atoll(PQgetvalue(r, 0, 0));
-		PQclear(r);
-		dl_http_json(c->resp, 200, api_list(json_array(), total, page, limit));
-		return;
-	}
-	dl_http_json(c->resp, 200, api_list(api_rows_json(r, dnc_json, NCOLS(dnc_json)), total, page, limit));
-	PQclear(r);
+	api_respond_page(c, SQL_DNC_LIST, SQL_DNC_COUNT, params, 1, dnc_json, NCOLS(dnc_json));
 }
 
 void api_dnc_get(struct api_call *c)

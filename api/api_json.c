@@ -1,4 +1,5 @@
 /* Result rows to JSON objects, by a column spec. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,4 +58,58 @@ json_t *api_rows_json(PGresult *r, const char *const *cols, int ncols)
 bool api_is_unique_violation(const char *sqlstate)
 {
 	return strcmp(sqlstate, "23505") == 0;
+}
+
+void api_respond_page(struct api_call *c, const char *sql_list, const char *sql_count, const char **params, int n,
+		      const char *const *cols, int ncols)
+{
+	char err[256], lim[16], off[24];
+	long page, limit;
+	long long total = 0;
+	PGresult *r;
+
+	if (!api_parse_paging(dl_http_query(c->req, "page"), dl_http_query(c->req, "limit"), &page, &limit, err,
+			      sizeof(err)))
+		return api_bad_request(c, err);
+	snprintf(lim, sizeof(lim), "%ld", limit);
+	snprintf(off, sizeof(off), "%ld", (page - 1) * limit);
+	params[n] = lim;
+	params[n + 1] = off;
+	if (api_db(c) == NULL)
+		return;
+	r = dl_db_exec(c->db, sql_list, n + 2, params, NULL);
+	if (r == NULL)
+		return api_db_failed(c);
+	if (PQntuples(r) > 0) {
+		total = atoll(PQgetvalue(r, 0, ncols));
+	} else if (page > 1) {
+		/* Past the last page the window count is gone: count alone. */
+		PQclear(r);
+		r = dl_db_exec(c->db, sql_count, n, params, NULL);
+		if (r == NULL)
+			return api_db_failed(c);
+		total = atoll(PQgetvalue(r, 0, 0));
+		PQclear(r);
+		dl_http_json(c->resp, 200, api_list(json_array(), total, page, limit));
+		return;
+	}
+	dl_http_json(c->resp, 200, api_list(api_rows_json(r, cols, ncols), total, page, limit));
+	PQclear(r);
+}
+
+void api_respond_one(struct api_call *c, const char *sql, const char *const *cols, int ncols, const char *what)
+{
+	const char *params[2] = {c->params[0], c->org_id};
+	PGresult *r;
+
+	if (api_db(c) == NULL)
+		return;
+	r = dl_db_exec(c->db, sql, 2, params, NULL);
+	if (r == NULL)
+		return api_db_failed(c);
+	if (PQntuples(r) == 0)
+		dl_http_error(c->resp, 404, "%s %s not found", what, c->params[0]);
+	else
+		dl_http_json(c->resp, 200, api_row_json(r, 0, cols, ncols));
+	PQclear(r);
 }
