@@ -100,8 +100,18 @@ bool api_check_fields(json_t *body, const struct api_field *fields, int nfields,
 		if (!known) {
 			char shown[65];
 
-			/* Echo at most a short, printable piece of the unknown name. */
+			/* Echo at most a short, printable piece of the unknown name,
+			 * cut on a character boundary so the message stays UTF-8. */
 			snprintf(shown, sizeof(shown), "%s", key);
+			if (strlen(key) >= sizeof(shown)) {
+				size_t n = strlen(shown);
+
+				while (n > 0 && ((unsigned char)shown[n - 1] & 0xC0) == 0x80)
+					n--;
+				if (n > 0 && (unsigned char)shown[n - 1] >= 0xC0)
+					n--;
+				shown[n] = '\0';
+			}
 			for (char *p = shown; *p; p++)
 				if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
 					*p = '?';

@@ -71,15 +71,19 @@ void dl_http_json(struct dl_http_resp *resp, int status, json_t *body)
 
 void dl_http_error(struct dl_http_resp *resp, int status, const char *fmt, ...)
 {
+	json_t *body;
 	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	dl_http_json(resp, status,
-		     json_pack("{s:i, s:s, s:s}", "statusCode", status, "message", msg, "error",
-			       dl_http_reason(status)));
+	body = json_pack("{s:i, s:s, s:s}", "statusCode", status, "message", msg, "error", dl_http_reason(status));
+	/* A message that is not UTF-8 must still get the error's shape. */
+	if (body == NULL)
+		body = json_pack("{s:i, s:s, s:s}", "statusCode", status, "message", "the request is not valid",
+				 "error", dl_http_reason(status));
+	dl_http_json(resp, status, body);
 }
 
 void dl_http_text(struct dl_http_resp *resp, int status, const char *content_type, const char *text,

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api.h"
@@ -133,6 +134,29 @@ static void test_validate(void **state)
 	}
 }
 
+static void test_unknown_field_message_stays_utf8(void **state)
+{
+	/* Found by fuzz_campaign: a long multi-byte field name was echoed cut in
+	 * the middle of a character, and the 400 lost its JSON body. */
+	static const struct api_field fields[] = {{"name", API_F_STRING, false, false, 1, 200}};
+	char key[200] = "", err[256];
+	json_t *body;
+	struct dl_http_resp resp;
+
+	(void)state;
+	for (int i = 0; i < 33; i++)
+		strcat(key, "\xc3\xa9"); /* 66 bytes of "é" */
+	body = json_object();
+	json_object_set_new(body, key, json_true());
+	assert_false(api_check_fields(body, fields, 1, err, sizeof(err)));
+	assert_true(dl_utf8_len(err) > 0);
+	memset(&resp, 0, sizeof(resp));
+	dl_http_error(&resp, 400, "%s", err);
+	assert_non_null(resp.body);
+	free(resp.body);
+	json_decref(body);
+}
+
 static void test_paging(void **state)
 {
 	static const struct {
@@ -241,6 +265,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_state_machine), cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_paging),        cmocka_unit_test(test_routes),
+		cmocka_unit_test(test_unknown_field_message_stays_utf8),
 		cmocka_unit_test(test_ratelimit),
 	};
 
