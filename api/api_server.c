@@ -115,7 +115,8 @@ static bool parse_body(struct api_call *c)
 	return true;
 }
 
-/* True when an Idempotency-Key is 1 to 255 printable ASCII characters. */
+/* True when an Idempotency-Key is 1 to 255 printable ASCII characters
+ * (spaces included). */
 static bool idem_key_valid(const char *k)
 {
 	size_t n = strlen(k);
@@ -123,7 +124,7 @@ static bool idem_key_valid(const char *k)
 	if (n == 0 || n > 255)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (k[i] < 0x21 || k[i] > 0x7e)
+		if (k[i] < 0x20 || k[i] > 0x7e)
 			return false;
 	return true;
 }
@@ -236,6 +237,15 @@ static void handle(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp
 		goto log;
 	}
 	resp->route = route->pattern;
+	/* Ids are ASCII: a path id that is not even UTF-8 names nothing (and
+	 * must not reach the database, which would refuse the bytes). A phone
+	 * number in the path is validated by its handler (400). */
+	for (int i = 0; i < API_MAX_PARAMS && c.params[i] && !strstr(route->pattern, ":phone"); i++) {
+		if (dl_utf8_len(c.params[i]) < 0) {
+			dl_http_error(resp, 404, "no such resource");
+			goto log;
+		}
+	}
 	if (!route->public_route) {
 		if (!authenticate(&c))
 			goto out;
