@@ -61,7 +61,7 @@ IT_SRC := $(wildcard tests/integration/it_*.c)
 IT_BINS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(filter-out tests/integration/it_lib.c,$(IT_SRC)))
 TEST_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-.PHONY: all test unit integration up down demo clean deps lint-openapi lint-deploy bench faults restart-broker restart-db
+.PHONY: all test unit integration up down demo clean deps lint-openapi lint-deploy bench faults restart-broker restart-db fuzz
 all: $(BINS) $(UNIT_BINS) $(IT_BINS)
 
 # Tests see the private headers of what they test; services see only common/.
@@ -151,6 +151,12 @@ down:
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash deploy/local/demo.sh
+
+faults: deps
+	@$(MAKE) --no-print-directory all
+	@bash tests/faults/run.sh
+
+fuzz: ; @bash tests/fuzz/run.sh
 
 restart-broker:
 	@bash deploy/local/stack.sh restart-broker $(CURDIR)/.run
