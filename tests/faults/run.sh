@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# make faults: the fault suite. Starts a private Postgres and RabbitMQ on
+# loopback ports under a temporary directory, then for each scenario restarts
+# Dialer's services with the scenario's settings, runs two campaigns through
+# the real API while it injects the fault, and checks Postgres against the
+# carrier simulator's log (tests/faults/check.py). One line per scenario,
+# then `N passed, M failed`; exits non-zero on any failure.
+#   FAULTS="carrier-429 worker-kill9" make faults   runs only those
+#   KEEP_RUN=1 make faults                           keeps the run directory
+# On a failure the run directory is kept with each failed scenario's logs and
+# checker details under scenarios/<name>/.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+say() { printf 'faults: %s\n' "$*"; }
+
+for b in dialer-api dialer-scheduler dialer-worker dialerctl telephony-sim; do
+	[[ -x build/$b ]] || { say "build/$b missing: run make first"; exit 1; }
+done
+command -v psql >/dev/null || { say "psql not found"; exit 1; }
+command -v python3 >/dev/null || { say "python3 not found"; exit 1; }
+
+run=$(mktemp -d /tmp/dialer-faults.XXXXXX)
+chmod 755 "$run"
+t0=$SECONDS
+keep=${KEEP_RUN:-0}
+cleanup() {
+	bash deploy/local/services.sh stop "$run" >/dev/null 2>&1 || true
+	bash deploy/local/stack.sh infra-down "$run" --purge >/dev/null 2>&1 || true
+	if [[ $keep == 1 ]]; then
+		say "logs kept in $run"
+	else
+		rm -rf "$run"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+export DIALER_STACK_FAST=1
+bash deploy/local/stack.sh infra-up "$run" >"$run/infra-up.log" 2>&1 || {
+	say "could not start Postgres and RabbitMQ (see $run/infra-up.log)"
+	keep=1
+	exit 1
+}
+
+# shellcheck disable=SC2086
+timeout --kill-after=10 600 python3 tests/faults/faults.py "$run" ${FAULTS:-}
+rc=$?
+read -r passed failed <"$run/summary" 2>/dev/null || { passed=0; failed=1; }
+if ((rc != 0 && failed == 0)); then failed=1; fi
+if ((failed > 0)); then
+	keep=1
+	# only the failed scenarios' logs are worth keeping
+	for d in "$run"/scenarios/*/; do
+		grep -q ' PASS$' "$d/check.txt" 2>/dev/null && rm -rf "$d"
+	done
+fi
+say "$((SECONDS - t0)) s"
+echo "${passed} passed, ${failed} failed"
+((failed == 0))
