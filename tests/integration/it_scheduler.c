@@ -205,22 +205,22 @@ static void test_outcomes_and_retries(void **state)
 	struct it_resp *p;
 
 	(void)state;
-	setup_run(&r, 100000, 22, "0123456789x");
-	create_campaign(&r, "\"callsPerMinute\":600,\"maxConcurrentCalls\":10,\"maxRetries\":1,"
+	setup_run(&r, 100000, 220, "0123456789x");
+	create_campaign(&r, "\"callsPerMinute\":6000,\"maxConcurrentCalls\":100,\"maxRetries\":1,"
 			    "\"retryDelayMinutes\":0,\"callTimeoutMinutes\":5");
 	p = action(&r, "start");
 	it_expect(p, 200);
 	it_resp_free(p);
 	wait_status(&r, "COMPLETED", 60000);
-	expect_counts_add_up(&r, 22);
+	expect_counts_add_up(&r, 220);
 	p = progress(&r);
-	assert_int_equal(it_int(p, "completed"), 14); /* 0-6 twice */
-	assert_int_equal(it_int(p, "failed"), 8);     /* 7-9 and 00 twice */
+	assert_int_equal(it_int(p, "completed"), 140); /* digits 0-6, 20 each */
+	assert_int_equal(it_int(p, "failed"), 80);     /* 7-9 and 00, 20 each */
 	assert_int_equal(it_int(p, "percentComplete"), 100);
 	it_resp_free(p);
 
 	calls = all_calls(&r);
-	assert_int_equal(json_array_size(calls), 22);
+	assert_int_equal(json_array_size(calls), 220);
 	json_array_foreach(calls, i, c) {
 		const char *phone = json_string_value(json_object_get(c, "phoneNumber"));
 		char last = phone[strlen(phone) - 1];
@@ -251,7 +251,7 @@ static void test_outcomes_and_retries(void **state)
 	}
 	json_decref(calls);
 	/* The carrier saw each attempt exactly once. */
-	assert_int_equal(carrier_calls(&r, per_phone, NULL), 14 + 6 * 2);
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), 140 + 60 * 2);
 	for (int k = 0; k < r.n; k++) {
 		const char *ph = r.phones[k];
 		int want = !strcmp(ph + strlen(ph) - 2, "00") ? 0 : ph[strlen(ph) - 1] >= '7' ? 2 : 1;
@@ -259,7 +259,7 @@ static void test_outcomes_and_retries(void **state)
 		assert_int_equal(per_phone[k], want);
 	}
 	/* Answered calls were charged, rounded up to the minute. */
-	assert_true(it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL) >= 14);
+	assert_true(it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL) >= 140);
 }
 
 static int cmp_ll(const void *a, const void *b)
