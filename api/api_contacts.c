@@ -163,8 +163,10 @@ bool api_contact_validate(json_t *obj, bool partial, const char *prefix, char *e
 
 		if (is_contact_field(key))
 			continue;
-		/* Echo at most a short, printable piece of the unknown name. */
+		/* Echo at most a short, printable piece of the unknown name, cut
+		 * between characters so the message stays UTF-8. */
 		snprintf(shown, sizeof(shown), "%s", key);
+		dl_utf8_trim(shown);
 		for (char *p = shown; *p; p++)
 			if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
 				*p = '?';

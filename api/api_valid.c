@@ -103,15 +103,7 @@ bool api_check_fields(json_t *body, const struct api_field *fields, int nfields,
 			/* Echo at most a short, printable piece of the unknown name,
 			 * cut on a character boundary so the message stays UTF-8. */
 			snprintf(shown, sizeof(shown), "%s", key);
-			if (strlen(key) >= sizeof(shown)) {
-				size_t n = strlen(shown);
-
-				while (n > 0 && ((unsigned char)shown[n - 1] & 0xC0) == 0x80)
-					n--;
-				if (n > 0 && (unsigned char)shown[n - 1] >= 0xC0)
-					n--;
-				shown[n] = '\0';
-			}
+			dl_utf8_trim(shown);
 			for (char *p = shown; *p; p++)
 				if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
 					*p = '?';

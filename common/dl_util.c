@@ -253,6 +253,22 @@ long dl_utf8_len(const char *s)
 	return n;
 }
 
+void dl_utf8_trim(char *s)
+{
+	size_t n = strlen(s), start = n, need;
+	unsigned char lead;
+
+	/* Find the lead byte of the last character and check it is complete. */
+	while (start > 0 && ((unsigned char)s[start - 1] & 0xC0) == 0x80)
+		start--;
+	if (start == 0)
+		return;
+	lead = (unsigned char)s[start - 1];
+	need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+	if (n - (start - 1) < need)
+		s[start - 1] = '\0';
+}
+
 void dl_sleep_ms(int64_t ms, volatile const int *stop)
 {
 	int64_t end = dl_mono_ms() + ms;

@@ -48,6 +48,10 @@ bool dl_phone_valid(const char *s);
 /* Counts UTF-8 code points; returns -1 when s is not valid UTF-8. */
 long dl_utf8_len(const char *s);
 
+/* Cuts a string that was truncated to fit a buffer back to the end of its
+ * last whole UTF-8 character, so it stays valid text. */
+void dl_utf8_trim(char *s);
+
 /* Sleeps up to ms, returning early when *stop becomes true. */
 void dl_sleep_ms(int64_t ms, volatile const int *stop);
 

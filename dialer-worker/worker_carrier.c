@@ -166,6 +166,9 @@ void worker_answer_detail(long http_status, const char *body, char *out, size_t 
 		snprintf(out, len, "carrier %ld%s: %.160s", http_status, c, msg);
 	else
 		snprintf(out, len, "carrier %ld%s", http_status, c);
+	/* The carrier's text may have been cut to fit: keep it valid UTF-8, or
+	 * the result could not be sent as JSON. */
+	dl_utf8_trim(out);
 	json_decref(o);
 }
 

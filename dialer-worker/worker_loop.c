@@ -663,6 +663,7 @@ static void wk_dial_answer(struct worker *w, struct wk_task *t)
 		if (wk_retry(w, t))
 			return;
 		snprintf(detail, sizeof(detail), "carrier unreachable: %.200s", h->error);
+		dl_utf8_trim(detail);
 		wk_dial_failed(t, "rejected", detail);
 		goto out;
 	}

@@ -45,14 +45,15 @@ static inline json_t *fz_json(const uint8_t *data, size_t size)
 }
 
 /* A validation message is answered as {"statusCode","message","error"}:
- * it must be non-empty text that makes a JSON string, or the client gets
- * an error without a body. */
+ * it must be non-empty, valid UTF-8 (or the client gets a generic message,
+ * or no body at all) and make an error body. */
 static inline void fz_check_message(const char *err, size_t errlen)
 {
 	struct dl_http_resp resp;
 
 	FZ_REQUIRE(memchr(err, '\0', errlen) != NULL, "message not terminated");
 	FZ_REQUIRE(err[0] != '\0', "empty message");
+	FZ_REQUIRE(dl_utf8_len(err) >= 0, "message \"%s\" is not valid UTF-8", err);
 	memset(&resp, 0, sizeof(resp));
 	dl_http_error(&resp, 400, "%s", err);
 	FZ_REQUIRE(resp.body != NULL, "message \"%s\" cannot be answered as JSON (invalid UTF-8?)", err);

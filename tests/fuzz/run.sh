@@ -79,7 +79,7 @@ for t in "${targets[@]}"; do
 	repro=(tests/fuzz/crashes/"$t"/*)
 	if ((${#repro[@]} > 0)); then
 		if ! "$bin" -timeout=5 -rss_limit_mb=1024 "${repro[@]}" >>"$log" 2>&1; then
-			say "$t: a kept reproducer in tests/fuzz/crashes/$t/ still fails (log: $log)"
+			say "$t: a kept reproducer in tests/fuzz/crashes/$t/ still fails; not fuzzed until fixed (log: $log)"
 			grep -a -m1 -E '^(==[0-9]+==ERROR|SUMMARY|fuzz invariant failed|.*runtime error)' "$log" |
 				sed 's/^/fuzz:   /'
 			failed+=("$t")

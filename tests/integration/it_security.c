@@ -750,7 +750,7 @@ static const struct {
 	{"GET", "/v1/flows/%s", NULL},
 };
 
-/* True when text holds none of the victim's ids, numbers or names. */
+/* True when text shows any of the victim's ids, numbers or names. */
 static bool leaks(const char *text, const struct world *v)
 {
 	const char *secrets[] = {v->org.id, v->audience, v->contact, v->campaign, v->phone, v->dnc_phone,
@@ -1282,11 +1282,17 @@ static void test_error_bodies_always_json(void **state)
 	if (asprintf(&body, "{\"name\":\"x\",\"%s\":1}", name) < 0)
 		fail_msg("out of memory");
 	for (size_t i = 0; i < sizeof(body_endpoints) / sizeof(body_endpoints[0]); i++) {
+		const struct endpoint *e = &body_endpoints[i];
 		char p[256];
+		struct it_resp *r;
 
-		endpoint_path(&body_endpoints[i], &w, p, sizeof(p));
-		expect_refused(&body_endpoints[i], p, &k, "application/json", body, strlen(body), 400,
-			       "an unknown field whose echo is cut inside a character");
+		endpoint_path(e, &w, p, sizeof(p));
+		r = it_call_raw(e->method, p, key_for(&k, e->bulk), "application/json", body, strlen(body));
+		expect_error(r, 400, e->method, p, "an unknown field whose echo is cut inside a character");
+		/* Still the message that names the field, not a generic one. */
+		if (strstr(it_str(r, "message"), "unknown field") == NULL)
+			fail_msg("%s %s: the message lost the field: %s", e->method, p, r->body);
+		it_resp_free(r);
 	}
 	free(body);
 	if (asprintf(&body, "{\"contacts\":[{\"phoneNumber\":\"+14155550100\",\"%s\":1}]}", name) < 0)
