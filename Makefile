@@ -158,6 +158,10 @@ faults: deps
 
 fuzz: ; @bash tests/fuzz/run.sh
 
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bash tests/bench/run.sh
+
 restart-broker:
 	@bash deploy/local/stack.sh restart-broker $(CURDIR)/.run
 restart-db:

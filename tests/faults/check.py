@@ -15,10 +15,10 @@ Figures (all must be zero):
   over_attempts    contacts with more than 1 + maxRetries attempts (counted in
                    Postgres, or dialed by the carrier)
   over_pace        carrier creates of a campaign beyond callsPerMinute within a
-                   sliding minute (clock.minute_ms) less jitter_ms: the time a
-                   dial may take from its slot to the carrier on a loaded
-                   machine (the scheduler budgets 1% of a minute for it, 20 ms
-                   of a two-second minute, 600 ms of a real one); 0 = strict
+                   sliding minute (clock.minute_ms) less jitter_ms: the delay
+                   from a dial's slot to the carrier that is forgiven (the
+                   scheduler's guard absorbs ~1.2 s of it at a real minute,
+                   50 ms of a two-second one); 0 = a whole minute, strictly
   over_concurrency moments the carrier had more live calls of a campaign than
                    maxConcurrentCalls (live = created .. ended; the end is the
                    simulator's schedule: ring + duration, which is never later

@@ -46,11 +46,14 @@ BASE_ENV = {
     "DIALER_LOG_LEVEL": "info",
     "DIALER_SIM_RING_SECONDS": str(RING_S),
 }
-# The pace is checked on the carrier's log over a minute less this: what a
-# dial may take from its slot to the carrier on a loaded 2-core machine. The
-# scheduler budgets 1% of a minute for it: 20 ms of the suite's two-second
-# minute, which no real pipeline holds, but 600 ms of a real minute.
-PACE_JITTER_MS = int(os.environ.get("FAULTS_PACE_JITTER_MS", "250"))
+# The pace is checked on the carrier's log over a minute less this: the
+# delay from a dial's slot to the carrier that the check forgives. The
+# scheduler's guard (a tick and 2% of a minute) absorbs about 1.2 s of it at a
+# real minute but only 50 ms of the suite's two-second minute, less than a
+# loaded 2-core machine's ordinary latency (up to ~0.6 s under these faults).
+# Forgiving 1 s keeps the figure to bursts that would break the pace at a
+# real minute too. FAULTS_PACE_JITTER_MS=0 checks a whole minute, strictly.
+PACE_JITTER_MS = int(os.environ.get("FAULTS_PACE_JITTER_MS", "1000"))
 # How long a campaign pair may take to complete, fault included.
 COMPLETE_TIMEOUT_S = 75
 # Numbers: +1555 RR SS C NNN T (RR: this run, SS: scenario, C: campaign,
