@@ -293,6 +293,13 @@ dispatch_run() {
 	t0=$(now_ms)
 	campaigns_do start "${DISP_IDS[@]}" >/dev/null
 	t_started=$(now_ms)
+	# meanwhile: how many dial jobs wait in the outbox for a relay
+	local ob_max=0 ob
+	while kill -0 "$watch_pid" 2>/dev/null; do
+		ob=$(psqlq -c "SELECT count(*) FROM outbox")
+		((ob > ob_max)) && ob_max=$ob
+		sleep 0.2
+	done
 	wait "$watch_pid"
 	local rc=$?
 	watch_pid=
@@ -312,6 +319,7 @@ dispatch_run() {
 		"first job after $((t_first - t0)) ms, all $total after $((t_last - t0)) ms" \
 		"(overall $(calc "int($total / (($t_last - $t0) / 1000))") jobs/s incl. snapshots); steady rate over 10%-90%: $DISP_RATE jobs/s"
 	cpu_report "dispatch $label" "$cpu0" "$cpu1" "$(calc "($t_end - $t0) / 1000")"
+	info "dispatch $label: most dial jobs waiting in the outbox for a relay, sampled every 0.2 s: $ob_max"
 	# the real size of a dial job
 	local sz
 	sz=$(mgmt "/api/queues/%2F/dialer.dial-jobs/get" -H 'content-type: application/json' \

@@ -113,7 +113,7 @@ def check(db_url, sim_url, campaign_ids, minute_ms, ring_s=5, sim_log=None, fore
     """Returns (figures dict, details list of strings)."""
     ids = quote_list(campaign_ids)
     camps = psql_json(db_url, "SELECT id, status, total, pending, queued, in_progress, completed, failed, skipped,"
-                      " calls_per_minute, max_concurrent_calls, max_retries FROM campaigns WHERE id IN (%s)" % ids)
+                      " calls_per_minute, max_concurrent_calls, max_retries, call_timeout_minutes FROM campaigns WHERE id IN (%s)" % ids)
     calls = psql_json(db_url, "SELECT id, campaign_id, phone_number, status, outcome, attempts FROM calls"
                       " WHERE campaign_id IN (%s)" % ids)
     atts = psql_json(db_url, "SELECT id, call_id, campaign_id, attempt_no, status, outcome, call_sid, to_number,"
@@ -122,13 +122,19 @@ def check(db_url, sim_url, campaign_ids, minute_ms, ring_s=5, sim_log=None, fore
                      " FROM call_attempts WHERE campaign_id IN (%s)" % ids)
     log = sim_log if sim_log is not None else sim_calls(sim_url)
     now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    return evaluate(camps, calls, atts, log, campaign_ids, minute_ms, ring_s, now_ms, foreign_prefixes, jitter_ms)
+
+
+def evaluate(camps, calls, atts, log, campaign_ids, minute_ms, ring_s, now_ms, foreign_prefixes=(), jitter_ms=0):
+    """The figures from rows of campaigns, calls, call_attempts (dialed_ms as
+    epoch ms) and the simulator's log."""
     details = []
-    fig = dict(lost=0, duplicated=0, unexpected=0, over_attempts=0, over_pace=0, over_concurrency=0)
+    fig = dict(lost=0, duplicated=0, unexpected=0, over_attempts=0, over_pace=0, over_concurrency=0,
+               wrong_outcome=0)
 
     camp_by_id = {c["id"]: c for c in camps}
     call_by_id = {c["id"]: c for c in calls}
     phone_camp = {c["phone_number"]: c["campaign_id"] for c in calls}
-    phone_call = {c["phone_number"]: c for c in calls}
 
     # lost
     for a in atts:
@@ -179,20 +185,22 @@ def check(db_url, sim_url, campaign_ids, minute_ms, ring_s=5, sim_log=None, fore
                 fig["duplicated"] += 1
                 details.append("duplicated: carrier call %s to %s at %s belongs to attempt %s, which Dialer released"
                                " as never dialed (the contact was dialed again)" % (c["sid"], c["to"], c["createdAt"], a["id"]))
-            else:
-                details.append("note: carrier call %s to %s at %s matched by time to attempt %s (%s/%s) that has no CallSid"
-                               % (c["sid"], c["to"], c["createdAt"], a["id"], a["status"], a["outcome"]))
-        elif cands or atts_by_phone.get(c["to"]):
-            a = max(cands, key=lambda x: x["dialed_ms"]) if cands else None
-            if a is not None:
-                hits.setdefault(a["id"], []).append(c)
-                c["_att"] = a
+            elif a["status"] == "ENDED":
+                # Dialer recorded a refusal (or the like) for a call that was made
+                fig["wrong_outcome"] += 1
+                details.append("wrong_outcome: carrier call %s to %s at %s belongs to attempt %s, which Dialer ended"
+                               " %s without a CallSid" % (c["sid"], c["to"], c["createdAt"], a["id"], a["outcome"]))
+        elif cands:
+            # every attempt that could have made it already has its call
+            a = max(cands, key=lambda x: x["dialed_ms"])
+            hits.setdefault(a["id"], []).append(c)
+            c["_att"] = a
             fig["duplicated"] += 1
-            details.append("duplicated: carrier call %s to %s at %s has no attempt of its own (nearest: %s)"
-                           % (c["sid"], c["to"], c["createdAt"], a["id"] if a else "none"))
+            details.append("duplicated: carrier call %s to %s at %s: a second call of attempt %s (%s)"
+                           % (c["sid"], c["to"], c["createdAt"], a["id"], a["call_sid"]))
         else:
             fig["unexpected"] += 1
-            details.append("unexpected: carrier call %s to %s at %s: no attempt to that number"
+            details.append("unexpected: carrier call %s to %s at %s: no attempt to that number fenced before it"
                            % (c["sid"], c["to"], c["createdAt"]))
     per_phone = {}
     for c in mine:
@@ -253,12 +261,14 @@ def check(db_url, sim_url, campaign_ids, minute_ms, ring_s=5, sim_log=None, fore
         details.append("info: campaign %s: %d carrier calls, peak live %d (cap %d)" % (cid, len(cs), peak, cap))
 
     # each attempt's outcome is what the carrier did with its call
-    fig["wrong_outcome"] = 0
     for a in atts:
         c = next((c for c in hits.get(a["id"], []) if c["sid"] == a["call_sid"]), None)
         if c is None or a["status"] != "ENDED" or c["status"] not in TERMINAL_SIM or c["status"] == "canceled":
             continue
         want = carrier_outcome(c)
+        limit = camp_by_id[a["campaign_id"]].get("call_timeout_minutes", 0) * minute_ms
+        if a["outcome"] == "timeout" and sim_end_ms(c, minute_ms, ring_s, now_ms) >= c["_t"] + limit:
+            continue   # hung up when it ran past callTimeoutMinutes: right
         if a["outcome"] != want:
             fig["wrong_outcome"] += 1
             details.append("wrong_outcome: attempt %s to %s ended %s, but the carrier's call %s ended %s"
@@ -299,7 +309,99 @@ def line(name, fig):
                                   "PASS" if passed(fig) else "FAIL"))
 
 
+def self_test():
+    """The checker on made-up rows: each figure must see what it is for."""
+    t0 = 1_700_000_000_000
+    minute = 2000
+
+    def iso(ms):
+        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
+
+    def world(n=10):
+        camps = [dict(id="c1", status="COMPLETED", total=n, pending=0, queued=0, in_progress=0, completed=n,
+                      failed=0, skipped=0, calls_per_minute=6, max_concurrent_calls=3, max_retries=1,
+                      call_timeout_minutes=5)]
+        calls, atts, log = [], [], []
+        for i in range(n):
+            ph = "+1555000%04d" % i
+            calls.append(dict(id=i, campaign_id="c1", phone_number=ph, status="COMPLETED", outcome="answered",
+                              attempts=1))
+            t = t0 + i * 400    # 5 a minute, one live at a time (a call lasts 200 ms)
+            sid = "CA%032x" % i
+            atts.append(dict(id="a%d" % i, call_id=i, campaign_id="c1", attempt_no=1, status="ENDED",
+                             outcome="answered", call_sid=sid, to_number=ph, dialed_ms=t - 5, created_ms=t - 50))
+            log.append(dict(sid=sid, to=ph, createdAt=iso(t), status="completed", duration=1, answeredBy="human"))
+        return camps, calls, atts, log
+
+    def run(camps, calls, atts, log, ids=("c1",)):
+        return evaluate(camps, calls, atts, log, list(ids), minute, 5, t0 + 10 ** 6)
+
+    def expect(name, fig, **want):
+        for k in ("lost", "duplicated", "unexpected", "over_attempts", "over_pace", "over_concurrency",
+                  "wrong_outcome"):
+            got = fig.get(k, 0)
+            if (k in want and not (got >= 1 if want[k] == "some" else got == want[k])) or \
+                    (k not in want and got != 0):
+                raise AssertionError("self-test %s: %s=%s (want %s) in %s" % (name, k, got, want.get(k, 0), fig))
+        if fig["completed"] != want.get("completed", "yes"):
+            raise AssertionError("self-test %s: completed=%s" % (name, fig["completed"]))
+
+    w = world()
+    expect("clean", run(*w)[0])
+    w[0][0]["max_concurrent_calls"] = 1
+    expect("clean at a cap of one", run(*w)[0])
+    camps, calls, atts, log = world()
+    atts[2]["status"] = "ACCEPTED"
+    expect("lost attempt", run(camps, calls, atts, log)[0], lost=1)
+    camps, calls, atts, log = world()
+    calls[3]["status"] = "IN_PROGRESS"
+    expect("lost call", run(camps, calls, atts, log)[0], lost=1, completed="no")
+    camps, calls, atts, log = world()
+    log.append(dict(log[4], sid="CA" + "f" * 32, createdAt=iso(t0 + 4 * 400 + 20)))
+    expect("redial", run(camps, calls, atts, log)[0], duplicated=1)
+    camps, calls, atts, log = world()
+    atts[5].update(call_sid=None, outcome="released")
+    expect("released but dialed", run(camps, calls, atts, log)[0], duplicated=1)
+    camps, calls, atts, log = world()
+    atts[5].update(call_sid=None, outcome="failed")
+    expect("made but recorded as refused", run(camps, calls, atts, log)[0], wrong_outcome=1)
+    camps, calls, atts, log = world()
+    camps[0]["call_timeout_minutes"] = 1
+    atts[2]["outcome"] = "timeout"
+    expect("timeout", run(camps, calls, atts, log)[0], wrong_outcome=1)
+    log[2]["duration"] = 60
+    expect("timeout, right", run(camps, calls, atts, log)[0])
+    camps, calls, atts, log = world()
+    log.append(dict(log[0], sid="CA" + "e" * 32, to="+15559999999"))
+    expect("unknown number", run(camps, calls, atts, log)[0], unexpected=1)
+    camps, calls, atts, log = world()
+    atts[6].update(dialed_ms=t0 + 10 ** 6, call_sid=None, outcome="released")
+    log[6]["sid"] = "CA" + "d" * 32
+    expect("no attempt then", run(camps, calls, atts, log)[0], unexpected=1)
+    camps, calls, atts, log = world()
+    calls[1]["attempts"] = 3
+    expect("too many attempts", run(camps, calls, atts, log)[0], over_attempts=1)
+    camps, calls, atts, log = world()
+    for i, c in enumerate(log):
+        c["createdAt"] = iso(t0 + i * 50)      # 10 within half a second, pace 6 a minute
+    expect("burst", run(camps, calls, atts, log)[0], over_pace="some", over_concurrency="some")
+    camps, calls, atts, log = world()
+    log[7].update(status="busy")
+    expect("outcome", run(camps, calls, atts, log)[0], wrong_outcome=1)
+    camps, calls, atts, log = world()
+    camps[0]["completed"] = 9
+    expect("counters", run(camps, calls, atts, log)[0], completed="no")
+    camps, calls, atts, log = world()
+    log[8].update(status="in-progress", duration=None)
+    camps[0]["max_concurrent_calls"] = 1
+    expect("still live", run(camps, calls, atts, log)[0], over_concurrency="some")
+    print("check.py self-test: ok")
+
+
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        self_test()
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", required=True, help="Postgres URL of the dialer database")
     ap.add_argument("--sim", required=True, help="base URL of telephony-sim")

@@ -19,6 +19,7 @@ import os
 import random
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,8 +108,40 @@ class Stack:
         self.services_stop()
         self.svc_env = self.base_environ(extra)
         os.makedirs(os.path.join(self.run, "logs"), exist_ok=True)
-        self.services("start")
+        self.wait_ports_free()
+        try:
+            self.services("start")
+        except RuntimeError as e:
+            # once more, after whatever held on (a port, a slow drain) let go
+            log("faults: retrying services.sh start after: %s" % e)
+            self.services_stop()
+            self.wait_ports_free()
+            self.services("start")
         self.env = load_env(os.path.join(self.run, "env"))
+
+    def wait_ports_free(self, timeout=10):
+        """The services' ports (RUNDIR/ports) are free to listen on again."""
+        path = os.path.join(self.run, "ports")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            ports = [int(ln.split("=", 1)[1]) for ln in f if "=" in ln]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            busy = []
+            for p in ports:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", p))
+                except OSError:
+                    busy.append(p)
+                finally:
+                    sock.close()
+            if not busy:
+                return
+            time.sleep(0.2)
+        log("faults: ports still busy: %s" % busy)
 
     def services_stop(self):
         subprocess.run(["bash", SERVICES, "stop", self.run], capture_output=True, text=True, timeout=120)

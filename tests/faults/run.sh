@@ -21,6 +21,8 @@ done
 command -v psql >/dev/null || { say "psql not found"; exit 1; }
 command -v python3 >/dev/null || { say "python3 not found"; exit 1; }
 
+python3 tests/faults/check.py --self-test >/dev/null || { say "the checker failed its self-test"; exit 1; }
+
 run=$(mktemp -d /tmp/dialer-faults.XXXXXX)
 chmod 755 "$run"
 t0=$SECONDS
@@ -36,6 +38,39 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# Every port below the kernel's ephemeral range: the suite restarts
+# services (and the broker and Postgres) in place many times, and a port in
+# that range can meanwhile be the local end of some outgoing connection.
+read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_lo=32768
+taken=" "
+low_port() {
+	local p
+	for _ in $(seq 1 500); do
+		p=$((20000 + RANDOM % (eph_lo - 20000)))
+		[[ $taken == *" $p "* ]] && continue
+		[[ -n $(ss -Hltn "( sport = :$p )" 2>/dev/null) ]] && continue
+		taken+="$p "
+		echo "$p"
+		return 0
+	done
+	return 1
+}
+if ((eph_lo > 21000)); then
+	{
+		echo "PG_PORT=$(low_port)"
+		echo "MQ_PORT=$(low_port)"
+		echo "MQ_MGMT_PORT=$(low_port)"
+		echo "MQ_DIST_PORT=$(low_port)"
+		echo "EPMD_PORT=$(low_port)"
+	} >"$run/stack.state"
+	{
+		echo "API_PORT=$(low_port)"
+		echo "SIM_PORT=$(low_port)"
+		echo "SCHED_HEALTH=$(low_port)"
+		echo "WORKER_HEALTH=$(low_port)"
+	} >"$run/ports"
+fi
 
 export DIALER_STACK_FAST=1
 bash deploy/local/stack.sh infra-up "$run" >"$run/infra-up.log" 2>&1 || {
