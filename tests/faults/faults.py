@@ -7,9 +7,11 @@ two campaigns with every outcome (one held by its pace, one by its
 concurrency cap), starts them through the real API, injects the fault while
 they run, waits (bounded) for both to be COMPLETED and runs the checker.
 Prints one `fault: ...` line per scenario; details of a failure go to
-RUNDIR/scenarios/<name>/. Exit status: the number of failed scenarios.
+RUNDIR/scenarios/<name>/ (check.txt, the services' logs, and on a failure
+the carrier's log and the attempts as JSON). Exit status 1 on any failure.
 
-  faults.py RUNDIR [SCENARIO...]     (default: all, in order)
+  faults.py RUNDIR [SCENARIO...]     (default: all of SCENARIOS, in order;
+                                      "baseline" runs the campaigns with no fault)
 """
 import base64
 import hashlib
@@ -592,6 +594,18 @@ SCENARIOS = [
 ]
 
 
+# Failures these scenarios are known to show, from product bugs reported to
+# the lead (printed under a FAIL line; the scenario still fails).
+KNOWN = {
+    "broker-restart": "product bug: dial jobs held in the outbox during the outage reach the carrier in one burst"
+                      " (pace is kept when jobs are made, not when they are dialed); calls whose callbacks arrive"
+                      " after callTimeoutMinutes are recorded as timeout",
+    "db-restart": "product bug: a final callback the carrier gave up on (API could not store it) ends the attempt"
+                  " as timeout after the hang-up, though the carrier completed the call",
+    "worker-sigterm": "product bug: jobs queued while no worker consumed reach the carrier in one burst",
+    "worker-kill9": "product bug: jobs queued while no worker consumed reach the carrier in one burst",
+}
+
 # Only when named: the same campaigns with no fault (the checker's control).
 EXTRA = [("baseline", {}, inject_none, None)]
 
@@ -648,10 +662,11 @@ def run_one(stack, name, extra, inject, after, index):
                                % check.quote_list(s.camps)), f)
         except Exception as e:
             s.problems.append("could not save the evidence: %s" % e)
-        for p in s.problems[:3]:
-            print("  %s" % p[:300], flush=True)
-        for d in [d for d in details if not d.startswith(("info:", "note:"))][:3]:
-            print("  %s" % d[:300], flush=True)
+        # a short why under the line; the rest is in check.txt
+        why = s.problems + [d for d in details if not d.startswith(("info:", "note:"))]
+        print("  %s" % why[0][:220] if why else "  (no detail)", flush=True)
+        if name in KNOWN:
+            print("  known: %s" % KNOWN[name], flush=True)
         print("  details: %s" % outdir, flush=True)
     # this scenario's logs go with its results; the next starts afresh
     logs = os.path.join(stack.run, "logs")
