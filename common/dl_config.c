@@ -49,6 +49,7 @@ static const struct opt opts[] = {
 	I("http", "max_connections", http_max_connections, 1024, 1, 100000),
 	I("http", "per_ip_connections", http_per_ip_connections, 256, 1, 100000),
 	I("http", "connection_timeout_s", http_connection_timeout_s, 15, 1, 3600),
+	I("http", "request_timeout_ms", http_request_timeout_ms, 30000, 100, 3600000),
 	I("http", "max_body_bytes", http_max_body_bytes, 4194304, 1024, 268435456),
 	I("health", "port", health_port, 9090, 0, 65535),
 	S("api", "public_url", api_public_url, "http://127.0.0.1:8080"),

@@ -38,6 +38,7 @@ struct dl_config {
 	int http_max_connections;
 	int http_per_ip_connections;
 	int http_connection_timeout_s;
+	int http_request_timeout_ms;
 	int http_max_body_bytes;
 	/* health: port of the health/metrics listener of non-API services */
 	int health_port;

@@ -3,29 +3,57 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "dl_log.h"
 #include "dl_metrics.h"
+
+/* An open connection as the request deadline sees it. libmicrohttpd's own
+ * timeout counts idle time only, so a client trickling a byte at a time
+ * would hold its connection forever; the watchdog thread closes (shutdown)
+ * a connection whose request is not in by its deadline. */
+struct watch {
+	struct watch *prev, *next;
+	MHD_socket fd;
+	int64_t deadline_ms; /* 0 while the request is handled and answered */
+	bool cut;
+};
 
 struct dl_httpd {
 	struct MHD_Daemon *mhd;
 	dl_http_handler handler;
 	void *ctx;
 	size_t max_body;
+	int request_timeout_ms;
 	int port;
+	/* The open connections, for the watchdog; guarded by lock. */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct watch *watched;
+	bool stopping;
+	bool watchdog_started;
+	pthread_t watchdog;
 };
 
-/* Per-connection upload state, created on the first call. */
+/* Per-request upload state, created on the first call. */
 struct upload {
 	char *buf;
 	size_t len, cap;
 	bool too_large;
+	bool refused; /* a 413 went out while the body was still coming */
 	int64_t started_ms;
 };
+
+/* How long a connection that was refused mid-body may keep sending (read and
+ * discarded) before it is closed: closing at once, with its data unread,
+ * resets the connection and the client may never read its 413. */
+#define REFUSED_LINGER_MS 2000
 
 const char *dl_http_reason(int status)
 {
@@ -175,6 +203,165 @@ static void record(const struct dl_http_resp *resp, const char *method, int64_t 
 	dl_metrics_observe("dialer_http_request_duration_seconds", labels, secs);
 }
 
+/* The watch of conn (NULL when it has none); moves its deadline to
+ * deadline_ms (0: none). */
+static void watch_set(struct dl_httpd *d, struct MHD_Connection *conn, int64_t deadline_ms)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct watch *w = ci ? ci->socket_context : NULL;
+
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&d->lock);
+	w->deadline_ms = deadline_ms;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct dl_httpd *d = cls;
+	struct watch *w = *socket_context;
+
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+		if (ci == NULL || (w = calloc(1, sizeof(*w))) == NULL)
+			return; /* unwatched: the idle timeout still applies */
+		w->fd = ci->connect_fd;
+		w->deadline_ms = dl_mono_ms() + d->request_timeout_ms;
+		pthread_mutex_lock(&d->lock);
+		w->next = d->watched;
+		if (d->watched)
+			d->watched->prev = w;
+		d->watched = w;
+		pthread_mutex_unlock(&d->lock);
+		*socket_context = w;
+		return;
+	}
+	/* Closed: libmicrohttpd closes the socket after this returns, so the
+	 * watchdog never shuts down a descriptor that was reused. */
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&d->lock);
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		d->watched = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	pthread_mutex_unlock(&d->lock);
+	free(w);
+	*socket_context = NULL;
+}
+
+/* Shuts down every connection past its deadline; the listener then sees the
+ * end of the stream and closes it. */
+static void *watchdog_loop(void *arg)
+{
+	struct dl_httpd *d = arg;
+	int period_ms = d->request_timeout_ms / 4;
+
+	if (period_ms < 25)
+		period_ms = 25;
+	if (period_ms > 500)
+		period_ms = 500;
+	pthread_mutex_lock(&d->lock);
+	while (!d->stopping) {
+		struct timespec ts;
+		int64_t now = dl_mono_ms();
+		int cut = 0;
+
+		for (struct watch *w = d->watched; w != NULL; w = w->next) {
+			if (w->cut || w->deadline_ms == 0 || now < w->deadline_ms)
+				continue;
+			shutdown(w->fd, SHUT_RDWR);
+			w->cut = true;
+			cut++;
+		}
+		if (cut > 0) {
+			char n[16];
+
+			dl_metrics_add("dialer_http_request_timeouts_total", "", cut);
+			snprintf(n, sizeof(n), "%d", cut);
+			dl_log_kv(DL_INFO, "closed connections whose request was not in by its deadline", "connections",
+				  n, NULL);
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)period_ms * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&d->wake, &d->lock, &ts);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+/* Answers resp on conn's socket while the request body is still coming in,
+ * which libmicrohttpd's queue does not allow, and ends the sending side:
+ * the client reads a complete answer and the end of the stream. Only the
+ * connection's own thread writes to it, and it writes nothing while
+ * receiving. */
+static void send_refusal(struct MHD_Connection *conn, const struct dl_http_resp *resp, const char *request_id)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	char head[512];
+	int n;
+
+	if (ci == NULL)
+		return;
+	n = snprintf(head, sizeof(head),
+		     "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		     "X-Request-Id: %s\r\n\r\n",
+		     resp->status, dl_http_reason(resp->status), resp->content_type ? resp->content_type : "application/json",
+		     resp->body_len, request_id);
+	if (n < 0 || (size_t)n >= sizeof(head))
+		return;
+	/* A few hundred bytes into an idle send buffer: a short write would mean
+	 * the client is gone, and it is closed either way. */
+	if (send(ci->connect_fd, head, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) == n && resp->body_len > 0)
+		(void)!send(ci->connect_fd, resp->body, resp->body_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	shutdown(ci->connect_fd, SHUT_WR);
+}
+
+/* The request's id: the client's X-Request-Id when it is sane, else a new one. */
+static void request_id_of(struct MHD_Connection *conn, char id[DL_REQUEST_ID_MAX])
+{
+	const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+	char r[25];
+
+	if (rid != NULL && request_id_valid(rid)) {
+		snprintf(id, DL_REQUEST_ID_MAX, "%s", rid);
+		return;
+	}
+	if (dl_random_alnum(r, 24) < 0)
+		snprintf(r, sizeof(r), "unknown");
+	snprintf(id, DL_REQUEST_ID_MAX, "req_%s", r);
+}
+
+/* The body went over the cap while it was still coming (chunked, no
+ * Content-Length): 413 now rather than when the client stops sending. The
+ * rest is read and dropped for a short while, then the connection closed. */
+static void refuse_mid_body(struct dl_httpd *d, struct MHD_Connection *conn, struct upload *up, const char *method)
+{
+	struct dl_http_resp resp;
+	char request_id[DL_REQUEST_ID_MAX];
+	int64_t linger = d->request_timeout_ms < REFUSED_LINGER_MS ? d->request_timeout_ms : REFUSED_LINGER_MS;
+
+	memset(&resp, 0, sizeof(resp));
+	request_id_of(conn, request_id);
+	resp.route = "other";
+	dl_http_error(&resp, 413, "request body is larger than %zu bytes", d->max_body);
+	record(&resp, method, up->started_ms);
+	send_refusal(conn, &resp, request_id);
+	free(resp.body);
+	free(up->buf);
+	up->buf = NULL;
+	up->len = up->cap = 0;
+	up->refused = true;
+	watch_set(d, conn, dl_mono_ms() + linger);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload_data,
 				  size_t *upload_size, void **con_cls)
@@ -183,7 +370,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct upload *up = *con_cls;
 	struct dl_http_req req;
 	struct dl_http_resp resp;
-	const char *rid, *cl;
+	const char *cl;
 	const union MHD_ConnectionInfo *ci;
 	char ip[INET6_ADDRSTRLEN] = "";
 	enum MHD_Result ret;
@@ -202,40 +389,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		else
 			return MHD_YES;
 	}
-	if (*upload_size > 0) {
-		if (!up->too_large && up->len + *upload_size > d->max_body)
-			up->too_large = true;
-		if (!up->too_large) {
-			if (up->len + *upload_size + 1 > up->cap) {
-				size_t cap = (up->len + *upload_size + 1) * 2;
-				char *nb;
-
-				if (cap > d->max_body + 1)
-					cap = d->max_body + 1;
-				nb = realloc(up->buf, cap);
-				if (nb == NULL)
-					return MHD_NO;
-				up->buf = nb;
-				up->cap = cap;
-			}
-			memcpy(up->buf + up->len, upload_data, *upload_size);
-			up->len += *upload_size;
-		}
+	if (up->refused) {
+		/* Answered already: drop the rest, and close once it ends. */
+		if (*upload_size == 0)
+			return MHD_NO;
 		*upload_size = 0;
 		return MHD_YES;
 	}
+	if (*upload_size > 0) {
+		if (up->len + *upload_size > d->max_body) {
+			*upload_size = 0;
+			refuse_mid_body(d, conn, up, method);
+			return MHD_YES;
+		}
+		if (up->len + *upload_size + 1 > up->cap) {
+			size_t cap = (up->len + *upload_size + 1) * 2;
+			char *nb;
+
+			if (cap > d->max_body + 1)
+				cap = d->max_body + 1;
+			nb = realloc(up->buf, cap);
+			if (nb == NULL)
+				return MHD_NO;
+			up->buf = nb;
+			up->cap = cap;
+		}
+		memcpy(up->buf + up->len, upload_data, *upload_size);
+		up->len += *upload_size;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	/* The request is in: its deadline no longer runs while it is handled
+	 * and answered. */
+	watch_set(d, conn, 0);
 	memset(&req, 0, sizeof(req));
 	memset(&resp, 0, sizeof(resp));
-	rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
-	if (rid != NULL && request_id_valid(rid)) {
-		snprintf(req.request_id, sizeof(req.request_id), "%s", rid);
-	} else {
-		char r[25];
-
-		if (dl_random_alnum(r, 24) < 0)
-			snprintf(r, sizeof(r), "unknown");
-		snprintf(req.request_id, sizeof(req.request_id), "req_%s", r);
-	}
+	request_id_of(conn, req.request_id);
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 	if (ci && ci->client_addr) {
 		const struct sockaddr *sa = ci->client_addr;
@@ -273,11 +462,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	struct dl_httpd *d = cls;
 	struct upload *up = *con_cls;
 
-	(void)cls;
-	(void)conn;
 	(void)toe;
+	/* A kept-alive connection has until this deadline to send its next
+	 * request (its idle timeout may close it sooner). */
+	watch_set(d, conn, dl_mono_ms() + d->request_timeout_ms);
 	if (up != NULL) {
 		free(up->buf);
 		free(up);
@@ -315,9 +506,14 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 	d->handler = handler;
 	d->ctx = ctx;
 	d->max_body = (size_t)cfg->http_max_body_bytes;
+	d->request_timeout_ms = cfg->http_request_timeout_ms;
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->wake, NULL);
 	dl_metrics_register("dialer_http_requests_total", "counter", "HTTP requests by route, method and status.");
 	dl_metrics_register("dialer_http_request_duration_seconds", "histogram",
 			    "HTTP request latency by route.");
+	dl_metrics_register("dialer_http_request_timeouts_total", "counter",
+			    "Connections closed because their request was not complete by http.request_timeout_ms.");
 	{
 		/* A pool only when asked for more than one thread: libmicrohttpd
 		 * warns about a pool of one. */
@@ -329,6 +525,7 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 			{MHD_OPTION_CONNECTION_MEMORY_LIMIT, 65536, NULL},
 			{MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
 			{MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, d},
+			{MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, d},
 			{MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
 			{threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
 			{MHD_OPTION_END, 0, NULL},
@@ -339,9 +536,15 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 	}
 	if (d->mhd == NULL) {
 		dl_log_kv(DL_ERROR, "http listener failed to start", "listen", listen, NULL);
-		free(d);
+		dl_httpd_stop(d);
 		return -EADDRINUSE;
 	}
+	if (pthread_create(&d->watchdog, NULL, watchdog_loop, d) != 0) {
+		dl_log_kv(DL_ERROR, "http listener could not start its request watchdog", "listen", listen, NULL);
+		dl_httpd_stop(d);
+		return -EAGAIN;
+	}
+	d->watchdog_started = true;
 	info = MHD_get_daemon_info(d->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	d->port = info ? info->port : port;
 	*out = d;
@@ -352,7 +555,17 @@ void dl_httpd_stop(struct dl_httpd *d)
 {
 	if (d == NULL)
 		return;
-	MHD_stop_daemon(d->mhd);
+	if (d->watchdog_started) {
+		pthread_mutex_lock(&d->lock);
+		d->stopping = true;
+		pthread_cond_signal(&d->wake);
+		pthread_mutex_unlock(&d->lock);
+		pthread_join(d->watchdog, NULL);
+	}
+	if (d->mhd != NULL)
+		MHD_stop_daemon(d->mhd);
+	pthread_cond_destroy(&d->wake);
+	pthread_mutex_destroy(&d->lock);
 	free(d);
 }
 

@@ -1,6 +1,7 @@
 /* dl_http: the HTTP listener every service uses (libmicrohttpd, epoll, a
- * thread pool, connection timeout, connection and per-IP limits, a body cap).
- * The handler is called once per request with the whole body read. */
+ * thread pool, an idle timeout and a request deadline, connection and per-IP
+ * limits, a body cap answered 413 as soon as it is crossed). The handler is
+ * called once per request with the whole body read. */
 #ifndef DL_HTTP_H
 #define DL_HTTP_H
 
