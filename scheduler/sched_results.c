@@ -66,32 +66,12 @@ static int exec1(PGconn *db, const char *sql, int n, const char *const *p)
 	return 0;
 }
 
-static const char *str(json_t *m, const char *k)
-{
-	const char *v = json_string_value(json_object_get(m, k));
-
-	return v && strlen(v) <= 128 ? v : NULL;
-}
-
-static bool sid_valid(const char *sid)
-{
-	if (sid == NULL || strlen(sid) != 34 || sid[0] != 'C' || sid[1] != 'A')
-		return false;
-	for (int i = 2; i < 34; i++)
-		if (!strchr("0123456789abcdefABCDEF", sid[i]))
-			return false;
-	return true;
-}
-
 /* A terminal carrier status (from a callback or a reconcile) ends the attempt. */
-static int apply_status(struct sched_ctx *s, PGconn *db, json_t *m, const char *attempt, const char *sid,
-			const char *status, long seq)
+static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_message *m)
 {
-	const char *answered_by = str(m, "answeredBy"), *outcome;
-	json_t *d = json_object_get(m, "callDuration");
-	long duration = json_is_integer(d) ? (long)json_integer_value(d) : 0;
+	const char *attempt = m->attempt, *outcome;
 	char seq_s[24];
-	const char *p[4] = {attempt, seq_s, sid, status};
+	const char *p[4] = {attempt, seq_s, m->sid, m->status};
 	PGresult *cur;
 	bool answered, hung_up;
 
@@ -99,108 +79,78 @@ static int apply_status(struct sched_ctx *s, PGconn *db, json_t *m, const char *
 	if (cur == NULL)
 		return -EIO;
 	if (PQntuples(cur) == 0 || !strcmp(PQgetvalue(cur, 0, 0), "ENDED") ||
-	    (seq >= 0 && seq <= atol(PQgetvalue(cur, 0, 1)))) {
+	    (m->seq >= 0 && m->seq <= atol(PQgetvalue(cur, 0, 1)))) {
 		PQclear(cur); /* unknown, final already, or older than what we saw */
 		return 0;
 	}
-	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(status, "in-progress");
+	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(m->status, "in-progress");
 	hung_up = PQgetvalue(cur, 0, 3)[0] == 't';
 	PQclear(cur);
-	snprintf(seq_s, sizeof(seq_s), "%ld", seq >= 0 ? seq : 0);
+	snprintf(seq_s, sizeof(seq_s), "%ld", m->seq >= 0 ? m->seq : 0);
 	if (exec1(db, SQL_EVENT, 4, p) < 0)
 		return -EIO;
-	if (duration < 0 || duration > 86400)
-		duration = 0;
-	outcome = sched_outcome(status, answered_by, duration, answered, hung_up);
+	outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
+				hung_up);
 	if (outcome == NULL)
 		return 0;
-	return end_attempt(s, db, attempt, outcome, duration);
+	return end_attempt(s, db, attempt, outcome, m->duration);
 }
 
-static int apply_msg(struct sched_ctx *s, PGconn *db, json_t *m)
+static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message *m)
 {
-	const char *type = str(m, "type"), *attempt = str(m, "attemptId");
+	const char *attempt = m->attempt;
+	const char *p[2] = {attempt, m->sid};
 
-	if (type == NULL || attempt == NULL)
-		return -EINVAL;
-	if (!strcmp(type, "dial.result")) {
-		const char *outcome = str(m, "outcome"), *cls = str(m, "class"), *sid = str(m, "callSid");
-
-		if (outcome == NULL)
-			return -EINVAL;
-		if (!strcmp(outcome, "accepted")) {
-			const char *p[2] = {attempt, sid};
-
-			return sid_valid(sid) ? exec1(db, SQL_ACCEPT, 2, p) : -EINVAL;
-		}
-		if (!strcmp(outcome, "skipped"))
-			return 0;
-		if (strcmp(outcome, "failed") || cls == NULL)
-			return -EINVAL;
-		if (!strcmp(cls, "invalid-number"))
-			return end_attempt(s, db, attempt, "invalid-number", 0);
-		if (!strcmp(cls, "ambiguous"))
-			return exec1(db, SQL_AMBIGUOUS, 1, &attempt);
-		/* Refused by the carrier: no call was made; a carrier failure. */
+	switch (m->kind) {
+	case SCHED_MSG_IGNORE:
+		return 0;
+	case SCHED_MSG_ACCEPTED:
+		return exec1(db, SQL_ACCEPT, 2, p);
+	case SCHED_MSG_INVALID_NUMBER:
+		return end_attempt(s, db, attempt, "invalid-number", 0);
+	case SCHED_MSG_AMBIGUOUS:
+		return exec1(db, SQL_AMBIGUOUS, 1, &attempt);
+	case SCHED_MSG_REFUSED:
 		return end_attempt(s, db, attempt, "failed", 0);
-	}
-	if (!strcmp(type, "call.status")) {
-		const char *sid = str(m, "callSid"), *status = str(m, "callStatus");
-		json_t *seq = json_object_get(m, "sequenceNumber");
-
-		if (!sid_valid(sid) || status == NULL || !json_is_integer(seq))
-			return -EINVAL;
-		return apply_status(s, db, m, attempt, sid, status, (long)json_integer_value(seq));
-	}
-	if (!strcmp(type, "reconcile.result")) {
-		const char *sid = str(m, "callSid"), *status = str(m, "callStatus");
-		PGresult *cur;
+	case SCHED_MSG_STATUS:
+		return apply_status(s, db, m);
+	case SCHED_MSG_RECONCILE: {
+		PGresult *cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
 		bool unknown;
 
-		cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
 		if (cur == NULL)
 			return -EIO;
 		unknown = PQntuples(cur) == 1 && !strcmp(PQgetvalue(cur, 0, 0), "UNKNOWN");
 		PQclear(cur);
 		if (!unknown)
 			return 0;
-		if (!json_is_true(json_object_get(m, "found")))
+		if (!m->found)
 			/* The carrier never saw it: the dial did not happen. */
 			return exec1(db, SQL_RELEASE, 1, &attempt);
-		if (!sid_valid(sid) || status == NULL)
+		if (!sched_sid_valid(m->sid) || !m->has_status)
 			return -EINVAL;
-		{
-			const char *p[2] = {attempt, sid};
-
-			if (exec1(db, SQL_ACCEPT, 2, p) < 0)
-				return -EIO;
-		}
-		return apply_status(s, db, m, attempt, sid, status, -1);
+		if (exec1(db, SQL_ACCEPT, 2, p) < 0)
+			return -EIO;
+		return apply_status(s, db, m);
 	}
-	if (!strcmp(type, "hangup.result"))
-		return 0;
+	}
 	return -EINVAL;
 }
 
 int sched_apply(struct sched_ctx *s, PGconn *db, const char *body, size_t len)
 {
-	json_t *m = json_loadb(body, len, 0, NULL);
+	struct sched_message m;
 	int r;
 
-	if (!json_is_object(m)) {
-		json_decref(m);
+	if (sched_message_parse(body, len, &m) < 0)
 		return -EINVAL;
-	}
-	if (dl_db_cmd(db, "BEGIN") < 0) {
-		json_decref(m);
+	if (dl_db_cmd(db, "BEGIN") < 0)
 		return -EIO;
-	}
-	r = apply_msg(s, db, m);
+	r = apply_msg(s, db, &m);
 	if (r == 0 && dl_db_cmd(db, "COMMIT") < 0)
 		r = -EIO;
 	if (PQtransactionStatus(db) != PQTRANS_IDLE)
 		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
-	json_decref(m);
 	return r;
 }
 

@@ -75,6 +75,34 @@ int sched_dispatch(struct sched_ctx *s, PGconn *db);
 /* sched_sweep.c: housekeeping passes, each in its own transaction. */
 int sched_sweep(struct sched_ctx *s, PGconn *db);
 
+/* sched_message.c: result and event messages, parsed without I/O. */
+#define SCHED_MSG_STR 129 /* longer strings count as absent */
+enum sched_msg_kind {
+	SCHED_MSG_IGNORE,         /* skipped dial, hang-up result: nothing to do */
+	SCHED_MSG_ACCEPTED,       /* dial.result accepted, with a valid sid */
+	SCHED_MSG_INVALID_NUMBER, /* dial.result failed: the number is invalid */
+	SCHED_MSG_AMBIGUOUS,      /* dial.result failed: the carrier may have the call */
+	SCHED_MSG_REFUSED,        /* dial.result failed: the carrier refused it */
+	SCHED_MSG_STATUS,         /* call.status with a valid sid, a status, a sequence */
+	SCHED_MSG_RECONCILE,      /* reconcile.result, checked by the caller */
+};
+struct sched_message {
+	enum sched_msg_kind kind;
+	char attempt[SCHED_MSG_STR];
+	char sid[SCHED_MSG_STR];
+	char status[SCHED_MSG_STR];
+	char answered_by[SCHED_MSG_STR];
+	bool has_sid, has_status, has_answered_by;
+	long duration; /* callDuration, 0 when absent or outside 0..86400 */
+	long seq;      /* sequenceNumber of a call.status, else -1 */
+	bool found;    /* reconcile.result: the carrier knows the call */
+};
+/* Parses one message into *out (written only on success); 0 or -EINVAL for
+ * a message that can never be applied. */
+int sched_message_parse(const char *body, size_t len, struct sched_message *out) DL_WUR;
+/* True for a carrier call sid: "CA" and 32 hex digits. */
+bool sched_sid_valid(const char *sid);
+
 /* sched_results.c */
 /* Applies one result or event message in its own transaction; 0 when
  * applied or ignored (duplicate, late, unknown), -EIO to retry later,

@@ -15,12 +15,13 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS))
 # libFuzzer's main() is linked in at the final link.
 SAN := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -DDIALER_VERSION='"fuzz"' -g -O1 $(SAN) \
-	-Wall -Wextra -Wno-unused-parameter -Icommon -Iapi -Idialer-worker $(PKG_CFLAGS) -MMD -MP
+	-Wall -Wextra -Wno-unused-parameter -Icommon -Iapi -Idialer-worker -Ischeduler $(PKG_CFLAGS) -MMD -MP
 
 # Everything the parsers may reach; a target links only what it references.
 COMMON_SRC := $(filter-out common/dl_migrate.c,$(wildcard common/*.c))
 API_SRC := $(filter-out api/api_main.c,$(wildcard api/*.c))
 WORKER_SRC := dialer-worker/worker_jobs.c dialer-worker/worker_carrier.c
+SCHED_SRC := scheduler/sched_message.c scheduler/sched_outcome.c
 
 fobj = $(patsubst %.c,$(FUZZ_DIR)/obj/%.o,$(1))
 
@@ -47,9 +48,11 @@ $(FUZZ_DIR)/libapi.a: $(call fobj,$(API_SRC))
 	@rm -f $@ && ar rcs $@ $^
 $(FUZZ_DIR)/libworker.a: $(call fobj,$(WORKER_SRC))
 	@rm -f $@ && ar rcs $@ $^
+$(FUZZ_DIR)/libsched.a: $(call fobj,$(SCHED_SRC))
+	@rm -f $@ && ar rcs $@ $^
 
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/libapi.a $(FUZZ_DIR)/libworker.a \
-		$(FUZZ_DIR)/libcommon.a
+		$(FUZZ_DIR)/libsched.a $(FUZZ_DIR)/libcommon.a
 	@echo '  FUZZLD  $@'
 	@$(FUZZ_CC) $(SAN) -o $@ $^ $(PKG_LIBS) -lpthread -lm
 

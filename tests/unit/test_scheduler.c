@@ -1,6 +1,8 @@
 /* Unit tests of the scheduler's rules: pacing arithmetic (no minute ever
  * holds more than calls_per_minute starts, starts are evenly spaced, the cap
- * on live calls holds, no burst after an idle spell) and carrier outcomes. */
+ * on live calls holds, no burst after an idle spell), carrier outcomes and
+ * the parsing of result and event messages. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -148,12 +150,85 @@ static void test_outcomes(void **state)
 	assert_int_equal(sched_minutes_charged("answered", 0), 0);
 }
 
+#define SID "CA0123456789abcdef0123456789abcdef"
+
+/* Every kind of result message, and the malformed ones that can never be
+ * applied (-EINVAL: dropped and counted, not retried). */
+static void test_result_messages(void **state)
+{
+	static const struct {
+		const char *body;
+		int rc;
+		enum sched_msg_kind kind;
+	} cases[] = {
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"accepted\",\"callSid\":\"" SID "\"}", 0,
+		 SCHED_MSG_ACCEPTED},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"accepted\",\"callSid\":\"CA12\"}", -EINVAL, 0},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"accepted\"}", -EINVAL, 0},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"skipped\"}", 0, SCHED_MSG_IGNORE},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"failed\",\"class\":\"invalid-number\"}", 0,
+		 SCHED_MSG_INVALID_NUMBER},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"failed\",\"class\":\"ambiguous\"}", 0,
+		 SCHED_MSG_AMBIGUOUS},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"failed\",\"class\":\"refused\"}", 0,
+		 SCHED_MSG_REFUSED},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"failed\"}", -EINVAL, 0},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"maybe\"}", -EINVAL, 0},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":7}", -EINVAL, 0},
+		{"{\"type\":\"call.status\",\"attemptId\":\"a\",\"callSid\":\"" SID "\",\"callStatus\":\"busy\","
+		 "\"sequenceNumber\":2}", 0, SCHED_MSG_STATUS},
+		{"{\"type\":\"call.status\",\"attemptId\":\"a\",\"callSid\":\"" SID "\",\"callStatus\":\"busy\","
+		 "\"sequenceNumber\":\"2\"}", -EINVAL, 0},
+		{"{\"type\":\"call.status\",\"attemptId\":\"a\",\"callSid\":\"" SID "\",\"sequenceNumber\":2}", -EINVAL, 0},
+		{"{\"type\":\"reconcile.result\",\"attemptId\":\"a\",\"found\":false}", 0, SCHED_MSG_RECONCILE},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\"}", 0, SCHED_MSG_IGNORE},
+		{"{\"type\":\"dial\",\"attemptId\":\"a\"}", -EINVAL, 0},
+		{"{\"type\":\"hangup.result\"}", -EINVAL, 0},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}", -EINVAL, 0},
+		{"[\"type\",\"dial.result\"]", -EINVAL, 0},
+		{"{\"type\":\"dial.result\"", -EINVAL, 0},
+		{"", -EINVAL, 0},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sched_message m;
+		int rc = sched_message_parse(cases[i].body, strlen(cases[i].body), &m);
+
+		if (rc != cases[i].rc || (rc == 0 && m.kind != cases[i].kind))
+			fail_msg("%s: rc %d kind %d", cases[i].body, rc, rc == 0 ? (int)m.kind : -1);
+	}
+}
+
+/* What a call.status carries to the outcome: sequence, duration (an
+ * impossible one counts as 0) and who answered. */
+static void test_result_status_fields(void **state)
+{
+	static const char body[] = "{\"type\":\"call.status\",\"attemptId\":\"att_1\",\"callSid\":\"" SID "\","
+				   "\"callStatus\":\"completed\",\"sequenceNumber\":5,\"callDuration\":90000,"
+				   "\"answeredBy\":\"machine_end_beep\"}";
+	struct sched_message m;
+
+	(void)state;
+	assert_int_equal(sched_message_parse(body, strlen(body), &m), 0);
+	assert_string_equal(m.attempt, "att_1");
+	assert_string_equal(m.sid, SID);
+	assert_string_equal(m.status, "completed");
+	assert_int_equal(m.seq, 5);
+	assert_int_equal(m.duration, 0);
+	assert_true(m.has_answered_by);
+	assert_string_equal(sched_outcome(m.status, m.answered_by, 30, true, false), "voicemail");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pacing_table),
 		cmocka_unit_test(test_pacing_no_burst_after_idle),
 		cmocka_unit_test(test_outcomes),
+		cmocka_unit_test(test_result_messages),
+		cmocka_unit_test(test_result_status_fields),
 	};
 
 	return cmocka_run_group_tests_name("scheduler rules", tests, NULL, NULL);

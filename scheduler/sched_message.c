@@ -1,0 +1,94 @@
+/* The result and event messages the scheduler consumes (dial.result,
+ * call.status, reconcile.result, hangup.result), parsed and checked without
+ * I/O: anything a worker or the callback endpoint may have put on the queue
+ * is untrusted input. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "scheduler.h"
+
+/* Copies the string member k of m into buf (SCHED_MSG_STR bytes) and says
+ * whether there was one; longer strings count as absent. */
+static bool take(json_t *m, const char *k, char *buf)
+{
+	const char *v = json_string_value(json_object_get(m, k));
+
+	buf[0] = '\0';
+	if (v == NULL || strlen(v) >= SCHED_MSG_STR)
+		return false;
+	memcpy(buf, v, strlen(v) + 1);
+	return true;
+}
+
+bool sched_sid_valid(const char *sid)
+{
+	if (sid == NULL || strlen(sid) != 34 || sid[0] != 'C' || sid[1] != 'A')
+		return false;
+	for (int i = 2; i < 34; i++)
+		if (!strchr("0123456789abcdefABCDEF", sid[i]))
+			return false;
+	return true;
+}
+
+int sched_message_parse(const char *body, size_t len, struct sched_message *out)
+{
+	struct sched_message m;
+	char type[SCHED_MSG_STR];
+	json_t *j = json_loadb(body, len, 0, NULL), *v;
+	int r = -EINVAL;
+
+	memset(&m, 0, sizeof(m));
+	if (!json_is_object(j) || !take(j, "type", type) || !take(j, "attemptId", m.attempt))
+		goto out;
+	m.has_sid = take(j, "callSid", m.sid);
+	m.has_status = take(j, "callStatus", m.status);
+	m.has_answered_by = take(j, "answeredBy", m.answered_by);
+	v = json_object_get(j, "callDuration");
+	m.duration = json_is_integer(v) ? (long)json_integer_value(v) : 0;
+	if (m.duration < 0 || m.duration > 86400)
+		m.duration = 0;
+	m.seq = -1;
+	if (!strcmp(type, "dial.result")) {
+		char outcome[SCHED_MSG_STR], cls[SCHED_MSG_STR];
+
+		if (!take(j, "outcome", outcome))
+			goto out;
+		if (!strcmp(outcome, "accepted")) {
+			if (!sched_sid_valid(m.sid))
+				goto out;
+			m.kind = SCHED_MSG_ACCEPTED;
+		} else if (!strcmp(outcome, "skipped")) {
+			m.kind = SCHED_MSG_IGNORE;
+		} else if (!strcmp(outcome, "failed") && take(j, "class", cls)) {
+			if (!strcmp(cls, "invalid-number"))
+				m.kind = SCHED_MSG_INVALID_NUMBER;
+			else if (!strcmp(cls, "ambiguous"))
+				m.kind = SCHED_MSG_AMBIGUOUS;
+			else
+				m.kind = SCHED_MSG_REFUSED; /* no call was made: a carrier failure */
+		} else {
+			goto out;
+		}
+	} else if (!strcmp(type, "call.status")) {
+		v = json_object_get(j, "sequenceNumber");
+		if (!sched_sid_valid(m.sid) || !m.has_status || !json_is_integer(v))
+			goto out;
+		m.kind = SCHED_MSG_STATUS;
+		m.seq = (long)json_integer_value(v);
+	} else if (!strcmp(type, "reconcile.result")) {
+		/* Whether it is complete matters only when the attempt is still
+		 * UNKNOWN, which the caller checks first. */
+		m.kind = SCHED_MSG_RECONCILE;
+		m.found = json_is_true(json_object_get(j, "found"));
+	} else if (!strcmp(type, "hangup.result")) {
+		m.kind = SCHED_MSG_IGNORE;
+	} else {
+		goto out;
+	}
+	*out = m;
+	r = 0;
+out:
+	json_decref(j);
+	return r;
+}
