@@ -1,6 +1,6 @@
 /* Hostile input and hostile callers on every endpoint of the real API:
- * malformed, wrong-typed, oversized, deeply nested and non-UTF-8 bodies and
- * queries get the right 4xx with the error shape and change nothing; valid
+ * malformed, wrong-typed, oversized, deeply nested (to 100,000 levels) and
+ * non-UTF-8 bodies, queries and headers get the right 4xx with the error shape and change nothing; valid
  * multi-byte text round-trips; SQL injection in every string field, query
  * parameter and path id changes nothing and leaks nothing; another
  * organization's ids are a 404 on every route and never show in a list; API
@@ -265,6 +265,8 @@ static void world_new(struct world *w, bool with_import)
 
 /* ------------------------------------------------------------ bad bodies */
 
+static void expect_status(const char *method, const char *path, const char *key, long status);
+
 struct endpoint {
 	const char *method;
 	const char *path; /* %s: the world's id of kind id */
@@ -482,6 +484,144 @@ static void test_bad_bodies_every_endpoint(void **state)
 	}
 	free(deep_arrays);
 	free(deep_objects);
+}
+
+/* Nesting as deep as a body under the cap allows, at the top level and
+ * unclosed, on every endpoint that takes a body: the parser's depth limit
+ * answers 400 (never a crash or a stack overflow), nothing changes, and the
+ * API is the same process afterwards. */
+static void test_deep_nesting_every_endpoint(void **state)
+{
+	struct world w;
+	struct keyring k;
+	pid_t api = it_service_pid("dialer-api");
+	struct {
+		char *body;
+		const char *what;
+	} deep[5];
+	size_t n = 0;
+
+	(void)state;
+	world_new(&w, false);
+	k.org = &w.org;
+	k.key[0] = '\0';
+	k.uses = 0;
+	{
+		char *open = rep("[", 100000, ""), *shut = rep("]", 100000, "");
+
+		if (asprintf(&deep[n].body, "%s%s", open, shut) < 0)
+			fail_msg("out of memory");
+		deep[n++].what = "100,000 nested arrays at the top";
+		deep[n].body = open;
+		deep[n++].what = "100,000 unclosed arrays";
+		free(shut);
+		open = rep("{\"a\":", 50000, "");
+		shut = rep("}", 50000, "");
+		if (asprintf(&deep[n].body, "%s1%s", open, shut) < 0)
+			fail_msg("out of memory");
+		deep[n++].what = "50,000 nested objects at the top";
+		free(shut);
+		deep[n].body = open;
+		deep[n++].what = "50,000 unclosed objects";
+		deep[n].body = fill("{\"contacts\":[{\"phoneNumber\":\"+14155550100\",\"metadata\":%s1}]}",
+				    "{\"a\":[", 20000, "");
+		deep[n++].what = "20,000 levels inside a valid prefix";
+	}
+	for (size_t i = 0; i < sizeof(body_endpoints) / sizeof(body_endpoints[0]); i++) {
+		const struct endpoint *e = &body_endpoints[i];
+		char path[256], *before, *after;
+
+		endpoint_path(e, &w, path, sizeof(path));
+		before = fingerprint(w.org.id);
+		for (size_t d = 0; d < n; d++)
+			expect_refused(e, path, &k, "application/json", deep[d].body, strlen(deep[d].body), 400,
+				       deep[d].what);
+		after = fingerprint(w.org.id);
+		if (strcmp(before, after) != 0)
+			fail_msg("%s %s: deeply nested bodies changed the organization's rows", e->method, e->path);
+		free(before);
+		free(after);
+	}
+	for (size_t d = 0; d < n; d++)
+		free(deep[d].body);
+	assert_int_equal(it_service_pid("dialer-api"), api);
+	{
+		struct it_resp *r = it_call("GET", "/healthz", NULL, NULL, NULL);
+
+		it_expect(r, 200);
+		it_resp_free(r);
+	}
+}
+
+/* Hostile headers and query strings: a key that is huge, not UTF-8 or
+ * otherwise not a key is a 401; a request id that is huge or not an id is
+ * replaced; NUL, overlong and multi-byte paging arguments are a 400; a query
+ * string of 100 KB is refused with a 4xx. The API keeps serving. */
+static void test_hostile_headers_and_queries(void **state)
+{
+	struct world w;
+	struct it_resp *r;
+	char *huge = rep("k", 10000, ""), *hdr = NULL, *before, *after;
+	static const char *const bad_keys[] = {"\xff\xfe\xfd", "dk_%00", "dk_ \t"};
+	static const char *const bad_queries[] = {
+		"/v1/contacts?page=%00", "/v1/contacts?page=%C0%80", "/v1/contacts?limit=%E6%97%A5",
+		"/v1/campaigns?status=%00", "/v1/dnc?limit=%EF%BC%91", "/v1/flows?page=%F0%9F%98%80",
+	};
+
+	(void)state;
+	world_new(&w, false);
+	before = fingerprint(w.org.id);
+	r = it_call("GET", "/v1/campaigns", huge, NULL, NULL);
+	expect_error(r, 401, "GET", "/v1/campaigns", "a 10,000-character key");
+	it_resp_free(r);
+	for (size_t i = 0; i < DL_ARRAY_LEN(bad_keys); i++) {
+		r = it_call("GET", "/v1/campaigns", bad_keys[i], NULL, NULL);
+		expect_error(r, 401, "GET", "/v1/campaigns", "a key that is not a key");
+		it_resp_free(r);
+	}
+	if (asprintf(&hdr, "X-Request-Id: %s", huge) < 0)
+		fail_msg("out of memory");
+	r = it_call("GET", "/v1/flows", w.org.key, NULL, hdr, NULL);
+	it_expect(r, 200);
+	{
+		char id[256];
+
+		if (it_header(r, "X-Request-Id", id, sizeof(id)) == NULL || strncmp(id, "req_", 4) != 0)
+			fail_msg("a 10,000-character request id was not replaced");
+	}
+	it_resp_free(r);
+	free(hdr);
+	r = it_call("GET", "/v1/flows", w.org.key, NULL, "X-Request-Id: a\"b<script>", NULL);
+	it_expect(r, 200);
+	{
+		char id[256];
+
+		if (it_header(r, "X-Request-Id", id, sizeof(id)) == NULL || strncmp(id, "req_", 4) != 0)
+			fail_msg("a request id with quotes was echoed: %s", id);
+	}
+	it_resp_free(r);
+	for (size_t i = 0; i < DL_ARRAY_LEN(bad_queries); i++)
+		expect_status("GET", bad_queries[i], w.org.key, 400);
+	{
+		char *q = NULL, *long_q = rep("a", 100000, "");
+
+		if (asprintf(&q, "/v1/contacts?search=%s", long_q) < 0)
+			fail_msg("out of memory");
+		r = it_call("GET", q, w.org.key, NULL, NULL);
+		if (r->status < 400 || r->status > 431)
+			fail_msg("a 100 KB query string: %ld", r->status);
+		it_resp_free(r);
+		free(q);
+		free(long_q);
+	}
+	after = fingerprint(w.org.id);
+	assert_string_equal(before, after);
+	free(before);
+	free(after);
+	free(huge);
+	r = it_call("GET", "/healthz", NULL, NULL, NULL);
+	it_expect(r, 200);
+	it_resp_free(r);
 }
 
 /* The carrier callback (form body, signature instead of a key). */
@@ -1351,6 +1491,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bad_bodies_every_endpoint),
+		cmocka_unit_test(test_deep_nesting_every_endpoint),
+		cmocka_unit_test(test_hostile_headers_and_queries),
 		cmocka_unit_test(test_bad_callbacks),
 		cmocka_unit_test(test_bad_queries_every_list),
 		cmocka_unit_test(test_unicode_round_trip),
