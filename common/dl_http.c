@@ -514,6 +514,7 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 			    "HTTP request latency by route.");
 	dl_metrics_register("dialer_http_request_timeouts_total", "counter",
 			    "Connections closed because their request was not complete by http.request_timeout_ms.");
+	dl_metrics_add("dialer_http_request_timeouts_total", "", 0); /* exported before the first */
 	{
 		/* A pool only when asked for more than one thread: libmicrohttpd
 		 * warns about a pool of one. */
