@@ -1,8 +1,10 @@
-/* Hostile callers against the real API, on loopback: slow clients
- * (slowloris), oversized bodies declared and chunked, a flood from one
- * address, the rate limits and the per-address connection limit. Through
- * all of it /healthz must keep answering in under a second and the API must
- * keep serving.
+/* Hostile callers against the real API and the health listeners, on
+ * loopback: slow clients (slowloris) trickling headers or a body, cut by the
+ * request deadline however steadily they trickle; oversized bodies, declared
+ * (413 before a byte is read) and chunked (413 as soon as the cap is passed,
+ * the connection then closed); a flood from one address, the rate limits and
+ * the per-address connection limit. Through all of it /healthz must keep
+ * answering in under a second and the API must keep serving.
  *
  * Besides the stack's API (connection timeout 15 s, request deadline 30 s,
  * 256 connections per address, bulk 10/min) the suite starts a private
@@ -53,12 +55,18 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-static int main_port(void)
+/* The port of a service URL from the environment (http://host:port). */
+static int env_port(const char *name)
 {
-	const char *url = it_env("DIALER_API_URL"), *colon = strrchr(url, ':');
+	const char *url = it_env(name), *colon = strrchr(url, ':');
 
 	assert_non_null(colon);
 	return atoi(colon + 1);
+}
+
+static int main_port(void)
+{
+	return env_port("DIALER_API_URL");
 }
 
 /* ------------------------------------------------------------ raw sockets */
@@ -401,16 +409,16 @@ static void test_keepalive_not_cut(void **state)
 	close(fd);
 }
 
-/* The stack's API (15 s timeout, too long to wait for): 50 slow clients do
- * not slow /healthz; the test closes them itself. */
-static void test_slowloris_main_api(void **state)
+/* A listener of the stack (15 s idle timeout, 30 s deadline: too long to
+ * wait for): 50 slow clients do not slow its /healthz and are not cut
+ * within 2 s; the test closes them itself. */
+static void slowloris_held(int port, const char *what)
 {
-	int fds[SLOW_CONNS], port = main_port(), cut = -1;
+	int fds[SLOW_CONNS], cut = -1;
 	struct prober p;
 	int64_t end;
 	size_t pos = 0;
 
-	(void)state;
 	for (int i = 0; i < SLOW_CONNS; i++) {
 		fds[i] = tcp_open(NULL, port);
 		assert_true(fds[i] >= 0);
@@ -424,12 +432,26 @@ static void test_slowloris_main_api(void **state)
 		pos++;
 		sleep_ms(100);
 	}
-	prober_stop(&p, "slowloris on the stack's API");
+	prober_stop(&p, what);
 	for (int i = 0; i < SLOW_CONNS; i++)
 		close(fds[i]);
 	if (cut >= 0)
-		fail_msg("slow client %d was cut off within 2 s", cut);
-	expect_healthz(port, NULL, "after slowloris");
+		fail_msg("%s: slow client %d was cut off within 2 s", what, cut);
+	expect_healthz(port, NULL, what);
+}
+
+static void test_slowloris_main_api(void **state)
+{
+	(void)state;
+	slowloris_held(main_port(), "slowloris on the stack's API");
+}
+
+/* The scheduler's and a worker's health listeners are the same listener. */
+static void test_slowloris_health_listeners(void **state)
+{
+	(void)state;
+	slowloris_held(env_port("DIALER_SCHEDULER_HEALTH_URL"), "slowloris on the scheduler's health listener");
+	slowloris_held(env_port("DIALER_WORKER_HEALTH_URL"), "slowloris on a worker's health listener");
 }
 
 /* ------------------------------------------------------------ oversized bodies */
@@ -931,6 +953,7 @@ int main(void)
 		cmocka_unit_test(test_slowloris_closed_by_deadline),
 		cmocka_unit_test(test_keepalive_not_cut),
 		cmocka_unit_test(test_slowloris_main_api),
+		cmocka_unit_test(test_slowloris_health_listeners),
 		cmocka_unit_test(test_oversized_declared),
 		cmocka_unit_test(test_oversized_chunked_answered_at_once),
 		cmocka_unit_test(test_oversized_chunked),
