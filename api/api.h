@@ -99,6 +99,17 @@ struct api_field {
 	bool nullable;
 	long min, max; /* ints: range; strings: length in characters; arrays: items */
 };
+/* The tables of the bodies that api_check_fields alone checks (the handlers
+ * and the fuzzers use the same ones). */
+#define API_AUDIENCE_NFIELDS 2
+#define API_CONTACT_IDS_NFIELDS 1
+#define API_DNC_NFIELDS 2
+#define API_IMPORT_NFIELDS 3
+extern const struct api_field api_audience_fields[API_AUDIENCE_NFIELDS];
+extern const struct api_field api_audience_patch_fields[API_AUDIENCE_NFIELDS];
+extern const struct api_field api_contact_ids_fields[API_CONTACT_IDS_NFIELDS];
+extern const struct api_field api_dnc_fields[API_DNC_NFIELDS];
+extern const struct api_field api_import_fields[API_IMPORT_NFIELDS];
 /* Checks body against fields: object, no unknown fields, types, ranges. */
 bool api_check_fields(json_t *body, const struct api_field *fields, int nfields, char *err, size_t errlen);
 /* Parses page and limit query values (NULL for absent) per the API:

@@ -92,9 +92,17 @@ void api_audiences_list(struct api_call *c)
 	api_respond_page(c, SQL_AUDIENCE_LIST, SQL_AUDIENCE_COUNT, params, 1, audience_json, NCOLS(audience_json));
 }
 
-static const struct api_field audience_fields[] = {
+const struct api_field api_audience_fields[API_AUDIENCE_NFIELDS] = {
 	{"name", API_F_STRING, true, false, 1, 200},
 	{"description", API_F_STRING, false, true, 0, 1000},
+};
+/* In a PATCH every field is optional; name still may not be null. */
+const struct api_field api_audience_patch_fields[API_AUDIENCE_NFIELDS] = {
+	{"name", API_F_STRING, false, false, 1, 200},
+	{"description", API_F_STRING, false, true, 0, 1000},
+};
+const struct api_field api_contact_ids_fields[API_CONTACT_IDS_NFIELDS] = {
+	{"contactIds", API_F_ARRAY, true, false, 1, 1000},
 };
 
 void api_audiences_create(struct api_call *c)
@@ -103,7 +111,7 @@ void api_audiences_create(struct api_call *c)
 	const char *params[4] = {id, c->org_id, NULL, NULL};
 	PGresult *r;
 
-	if (!api_check_fields(c->body, audience_fields, NCOLS(audience_fields), err, sizeof(err)))
+	if (!api_check_fields(c->body, api_audience_fields, API_AUDIENCE_NFIELDS, err, sizeof(err)))
 		return api_bad_request(c, err);
 	if (api_db(c) == NULL)
 		return;
@@ -120,16 +128,11 @@ void api_audiences_create(struct api_call *c)
 
 void api_audiences_update(struct api_call *c)
 {
-	/* In a PATCH every field is optional; name still may not be null. */
-	static const struct api_field fields[] = {
-		{"name", API_F_STRING, false, false, 1, 200},
-		{"description", API_F_STRING, false, true, 0, 1000},
-	};
 	char err[256];
 	const char *params[5] = {c->params[0], c->org_id, NULL, NULL, NULL};
 	PGresult *r;
 
-	if (!api_check_fields(c->body, fields, NCOLS(fields), err, sizeof(err)))
+	if (!api_check_fields(c->body, api_audience_patch_fields, API_AUDIENCE_NFIELDS, err, sizeof(err)))
 		return api_bad_request(c, err);
 	params[2] = api_str(c->body, "name");
 	params[3] = json_object_get(c->body, "description") != NULL ? "true" : "false";
@@ -184,16 +187,13 @@ void api_audiences_delete(struct api_call *c)
  * a text[] literal for unnest (caller frees *out). Answers 400 itself. */
 static bool contact_ids(struct api_call *c, char **out)
 {
-	static const struct api_field fields[] = {
-		{"contactIds", API_F_ARRAY, true, false, 1, 1000},
-	};
 	char err[256], *lit = NULL;
 	size_t litlen = 0;
 	json_t *ids, *v;
 	size_t i;
 	FILE *f;
 
-	if (!api_check_fields(c->body, fields, NCOLS(fields), err, sizeof(err))) {
+	if (!api_check_fields(c->body, api_contact_ids_fields, API_CONTACT_IDS_NFIELDS, err, sizeof(err))) {
 		api_bad_request(c, err);
 		return false;
 	}

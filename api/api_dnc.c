@@ -25,7 +25,7 @@ static const char SQL_DNC_DELETE[] = "DELETE FROM dnc WHERE organization_id = $1
 /* An add that finds the number listed and then gone again tries again. */
 #define DNC_ADD_TRIES 3
 
-static const struct api_field dnc_fields[] = {
+const struct api_field api_dnc_fields[API_DNC_NFIELDS] = {
 	{"phoneNumber", API_F_STRING, true, false, 1, 16},
 	{"reason", API_F_STRING, false, true, 0, 200},
 };
@@ -76,7 +76,7 @@ void api_dnc_add(struct api_call *c)
 	const char *params[3] = {c->org_id, NULL, NULL};
 	PGresult *r = NULL;
 
-	if (!api_check_fields(c->body, dnc_fields, NCOLS(dnc_fields), err, sizeof(err)))
+	if (!api_check_fields(c->body, api_dnc_fields, API_DNC_NFIELDS, err, sizeof(err)))
 		return api_bad_request(c, err);
 	params[1] = api_str(c->body, "phoneNumber");
 	params[2] = api_str(c->body, "reason");

@@ -199,20 +199,21 @@ out:
 	return ok;
 }
 
+const struct api_field api_import_fields[API_IMPORT_NFIELDS] = {
+	{"contacts", API_F_ARRAY, true, false, 1, IMPORT_MAX_ROWS},
+	{"audienceId", API_F_STRING, false, true, 1, 64},
+	{"webhookUrl", API_F_STRING, false, true, 1, WEBHOOK_MAX},
+};
+
 void api_imports_create(struct api_call *c)
 {
-	static const struct api_field fields[] = {
-		{"contacts", API_F_ARRAY, true, false, 1, IMPORT_MAX_ROWS},
-		{"audienceId", API_F_STRING, false, true, 1, 64},
-		{"webhookUrl", API_F_STRING, false, true, 1, WEBHOOK_MAX},
-	};
 	char err[256], id[DL_ID_MAX], total[16], *payload = NULL;
 	const char *params[6] = {id, c->org_id, NULL, NULL, total, NULL};
 	const char *audience, *webhook;
 	PGresult *r = NULL;
 	bool exists;
 
-	if (!api_check_fields(c->body, fields, NCOLS(fields), err, sizeof(err)))
+	if (!api_check_fields(c->body, api_import_fields, API_IMPORT_NFIELDS, err, sizeof(err)))
 		return api_bad_request(c, err);
 	audience = api_str(c->body, "audienceId");
 	webhook = api_str(c->body, "webhookUrl");

@@ -1,6 +1,6 @@
 /* libFuzzer target: api_check_fields, the check of every body that has no
  * validator of its own (audiences, their contact lists, the do-not-call
- * list, imports' envelope), on the same tables as those handlers plus one
+ * list, imports' envelope), on those handlers' own tables plus one
  * with every field type. An accepted body must hold exactly what the table
  * says; a refused one gets a message the API can send. */
 #include "api.h"
@@ -11,28 +11,6 @@ struct table {
 	int n;
 };
 
-/* As api_audiences.c (create, PATCH, contact ids), api_dnc.c and
- * api_imports.c declare them. */
-static const struct api_field audience[] = {
-	{"name", API_F_STRING, true, false, 1, 200},
-	{"description", API_F_STRING, false, true, 0, 1000},
-};
-static const struct api_field audience_patch[] = {
-	{"name", API_F_STRING, false, false, 1, 200},
-	{"description", API_F_STRING, false, true, 0, 1000},
-};
-static const struct api_field contact_ids[] = {
-	{"contactIds", API_F_ARRAY, true, false, 1, 1000},
-};
-static const struct api_field dnc[] = {
-	{"phoneNumber", API_F_STRING, true, false, 1, 16},
-	{"reason", API_F_STRING, false, true, 0, 200},
-};
-static const struct api_field import[] = {
-	{"contacts", API_F_ARRAY, true, false, 1, 10000},
-	{"audienceId", API_F_STRING, false, true, 1, 64},
-	{"webhookUrl", API_F_STRING, false, true, 1, 2048},
-};
 static const struct api_field every_type[] = {
 	{"s", API_F_STRING, false, true, 2, 5},
 	{"i", API_F_INT, false, false, -3, 1000},
@@ -44,7 +22,12 @@ static const struct api_field every_type[] = {
 
 #define T(x) {x, (int)DL_ARRAY_LEN(x)}
 static const struct table tables[] = {
-	T(audience), T(audience_patch), T(contact_ids), T(dnc), T(import), T(every_type),
+	{api_audience_fields, API_AUDIENCE_NFIELDS},
+	{api_audience_patch_fields, API_AUDIENCE_NFIELDS},
+	{api_contact_ids_fields, API_CONTACT_IDS_NFIELDS},
+	{api_dnc_fields, API_DNC_NFIELDS},
+	{api_import_fields, API_IMPORT_NFIELDS},
+	T(every_type),
 };
 
 static void check_accepted(json_t *body, const struct table *t)
