@@ -16,8 +16,9 @@
 #include "scheduler.h"
 
 static const char SQL_ATTEMPT[] =
-	"SELECT status, last_sequence, answered_at IS NOT NULL, hangup_sent FROM call_attempts"
+	"SELECT status, last_sequence, answered_at IS NOT NULL, hangup_sent, hung_up FROM call_attempts"
 	" WHERE id = $1 FOR UPDATE";
+static const char SQL_HUNG_UP[] = "UPDATE call_attempts SET hung_up = true WHERE id = $1 AND status <> 'ENDED'";
 static const char SQL_ACCEPT[] =
 	"WITH a AS (UPDATE call_attempts SET status = 'ACCEPTED', call_sid = $2"
 	"  WHERE id = $1 AND status IN ('DIALING', 'UNKNOWN') RETURNING call_id)"
@@ -25,7 +26,8 @@ static const char SQL_ACCEPT[] =
 static const char SQL_AMBIGUOUS[] =
 	"UPDATE call_attempts SET status = 'UNKNOWN', reconcile_at = now() WHERE id = $1 AND status = 'DIALING'";
 static const char SQL_EVENT[] =
-	"WITH a AS (UPDATE call_attempts SET last_sequence = $2::int, call_sid = coalesce(call_sid, $3),"
+	"WITH a AS (UPDATE call_attempts SET last_sequence = greatest(last_sequence, $2::int),"
+	"  call_sid = coalesce(call_sid, $3),"
 	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"
 	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
 	"  WHERE id = $1 RETURNING call_id)"
@@ -83,17 +85,28 @@ static bool sid_valid(const char *sid)
 	return true;
 }
 
-/* A terminal carrier status (from a callback or a reconcile) ends the attempt. */
+/* Who ended a call, as far as a status message knows. */
+enum hang_src {
+	HANG_EVENT,   /* a callback or a reconcile: the attempt's hung_up says */
+	HANG_NOT_US,  /* a hang-up found the call already ended */
+	HANG_US,      /* a hang-up ended the live call */
+};
+
+/* A terminal carrier status (from a callback, a reconcile or a hang-up's
+ * result) ends the attempt. A callback that ends a call completed or
+ * canceled while its hang-up's result is awaited ends nothing: that result
+ * says whether the carrier or our hang-up ended it (timeout). */
 static int apply_status(struct sched_ctx *s, PGconn *db, json_t *m, const char *attempt, const char *sid,
-			const char *status, long seq)
+			const char *status, long seq, enum hang_src src)
 {
 	const char *answered_by = str(m, "answeredBy"), *outcome;
-	json_t *d = json_object_get(m, "callDuration");
-	long duration = json_is_integer(d) ? (long)json_integer_value(d) : 0;
+	json_t *d = json_object_get(m, json_object_get(m, "callDuration") ? "callDuration" : "duration");
+	long duration = json_is_integer(d) ? (long)json_integer_value(d)
+					   : json_is_string(d) ? strtol(json_string_value(d), NULL, 10) : 0;
 	char seq_s[24];
 	const char *p[4] = {attempt, seq_s, sid, status};
 	PGresult *cur;
-	bool answered, hung_up;
+	bool answered, hangup_sent, hung_up;
 
 	cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
 	if (cur == NULL)
@@ -104,11 +117,14 @@ static int apply_status(struct sched_ctx *s, PGconn *db, json_t *m, const char *
 		return 0;
 	}
 	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(status, "in-progress");
-	hung_up = PQgetvalue(cur, 0, 3)[0] == 't';
+	hangup_sent = PQgetvalue(cur, 0, 3)[0] == 't';
+	hung_up = src == HANG_US || (src == HANG_EVENT && PQgetvalue(cur, 0, 4)[0] == 't');
 	PQclear(cur);
 	snprintf(seq_s, sizeof(seq_s), "%ld", seq >= 0 ? seq : 0);
 	if (exec1(db, SQL_EVENT, 4, p) < 0)
 		return -EIO;
+	if (src == HANG_EVENT && hangup_sent && !hung_up && (!strcmp(status, "completed") || !strcmp(status, "canceled")))
+		return 0;
 	if (duration < 0 || duration > 86400)
 		duration = 0;
 	outcome = sched_outcome(status, answered_by, duration, answered, hung_up);
@@ -150,7 +166,7 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, json_t *m)
 
 		if (!sid_valid(sid) || status == NULL || !json_is_integer(seq))
 			return -EINVAL;
-		return apply_status(s, db, m, attempt, sid, status, (long)json_integer_value(seq));
+		return apply_status(s, db, m, attempt, sid, status, (long)json_integer_value(seq), HANG_EVENT);
 	}
 	if (!strcmp(type, "reconcile.result")) {
 		const char *sid = str(m, "callSid"), *status = str(m, "callStatus");
@@ -175,10 +191,25 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, json_t *m)
 			if (exec1(db, SQL_ACCEPT, 2, p) < 0)
 				return -EIO;
 		}
-		return apply_status(s, db, m, attempt, sid, status, -1);
+		return apply_status(s, db, m, attempt, sid, status, -1, HANG_EVENT);
 	}
-	if (!strcmp(type, "hangup.result"))
-		return 0;
+	if (!strcmp(type, "hangup.result")) {
+		/* ended: the call was over before the hang-up (a lost or late
+		 * final callback): its real outcome. hungUp: we ended it. Neither
+		 * (the hang-up failed): the sweep sends it again. */
+		const char *sid = str(m, "callSid"), *status = str(m, "callStatus");
+		bool ended = json_is_true(json_object_get(m, "ended"));
+
+		if (!ended && !json_is_true(json_object_get(m, "hungUp")))
+			return 0;
+		if (!sid_valid(sid))
+			return -EINVAL;
+		if (!ended && exec1(db, SQL_HUNG_UP, 1, &attempt) < 0)
+			return -EIO;
+		if (status == NULL)
+			return 0; /* the final callback ends it */
+		return apply_status(s, db, m, attempt, sid, status, -1, ended ? HANG_NOT_US : HANG_US);
+	}
 	return -EINVAL;
 }
 
