@@ -58,6 +58,8 @@ BASE_ENV = {
 # loaded 2-core machine's ordinary latency (up to ~0.6 s under these faults).
 # Forgiving 1 s keeps the figure to bursts that would break the pace at a
 # real minute too. FAULTS_PACE_JITTER_MS=0 checks a whole minute, strictly.
+# DIALER_SCHEDULER_DIAL_LATE_MS (500) must stay below it: a job is dialed
+# within that of its slot, or refused by the fence and re-paced.
 PACE_JITTER_MS = int(os.environ.get("FAULTS_PACE_JITTER_MS", "1000"))
 # How long a campaign pair may take to complete, fault included.
 COMPLETE_TIMEOUT_S = 75
@@ -552,11 +554,23 @@ def inject_broker_blackhole(s):
     with open(os.path.join(s.stack.run, "mq", "rabbitmq.pid")) as f:
         pid = int(f.read().split()[0])
     s.wait_calls(40)
+    logs = os.path.join(s.stack.run, "logs")
+    seen = {n: os.path.getsize(os.path.join(logs, n)) for n in os.listdir(logs)}
     os.kill(pid, signal.SIGSTOP)
     try:
         time.sleep(6.0)
     finally:
         os.kill(pid, signal.SIGCONT)
+    # the services must have noticed (missed heartbeats), not merely waited
+    felt = []
+    for n, off in seen.items():
+        with open(os.path.join(logs, n), errors="replace") as f:
+            f.seek(off)
+            if "amqp connection lost" in f.read():
+                felt.append(n)
+    s.notes.append("connections lost to the frozen broker: %s" % ", ".join(sorted(felt)))
+    if not any(n.startswith("dialer-worker") for n in felt) or not any(n.startswith("dialer-scheduler") for n in felt):
+        s.problems.append("the worker and the scheduler did not both notice the frozen broker: %s" % felt)
 
 
 def inject_broker_memory_alarm(s):
@@ -769,18 +783,6 @@ SCENARIOS = [
 ]
 
 
-# Failures these scenarios are known to show, from product bugs reported to
-# the lead (printed under a FAIL line; the scenario still fails).
-KNOWN = {
-    "broker-restart": "product bug: dial jobs held in the outbox during the outage reach the carrier in one burst"
-                      " (pace is kept when jobs are made, not when they are dialed); calls whose callbacks arrive"
-                      " after callTimeoutMinutes are recorded as timeout",
-    "db-restart": "product bug: a final callback the carrier gave up on (API could not store it) ends the attempt"
-                  " as timeout after the hang-up, though the carrier completed the call",
-    "worker-sigterm": "product bug: jobs queued while no worker consumed reach the carrier in one burst",
-    "worker-kill9": "product bug: jobs queued while no worker consumed reach the carrier in one burst",
-}
-
 # Only when named: the same campaigns with no fault (the checker's control).
 EXTRA = [("baseline", {}, inject_none, None)]
 
@@ -815,6 +817,7 @@ def run_one(stack, name, extra, inject, after, index):
     text = check.line(name, fig)
     if not ok and check.passed(fig):
         text = text[: -len("PASS")] + "FAIL"
+    text += " (%d s)" % round(time.time() - t0)
     print(text, flush=True)
     with open(os.path.join(outdir, "check.txt"), "w") as f:
         f.write(text + "\n")
@@ -840,8 +843,6 @@ def run_one(stack, name, extra, inject, after, index):
         # a short why under the line; the rest is in check.txt
         why = s.problems + [d for d in details if not d.startswith(("info:", "note:"))]
         print("  %s" % why[0][:220] if why else "  (no detail)", flush=True)
-        if name in KNOWN:
-            print("  known: %s" % KNOWN[name], flush=True)
         print("  details: %s" % outdir, flush=True)
     # this scenario's logs go with its results; the next starts afresh
     logs = os.path.join(stack.run, "logs")
