@@ -102,12 +102,18 @@ struct worker_found {
 	char sid[WK_SID_LEN];
 	char status[32];
 	long duration;      /* -1 when the carrier gave none */
+	char answered_by[32]; /* "" when the carrier gave none */
 };
 
 /* Picks the newest call (by date_created, else the first listed) of a
  * {"calls": [...]} answer; 0 (found may be false) or -EINVAL when the answer
  * is not such a list. Pure. */
 int worker_reconcile_pick(const char *body, struct worker_found *out) DL_WUR;
+/* Reads a single call resource answer (found is then true); 0 or -EINVAL.
+ * Pure. */
+int worker_call_parse(const char *body, struct worker_found *out) DL_WUR;
+/* True for a carrier status after which the call is over. Pure. */
+bool worker_status_ended(const char *status);
 
 /* The carrier's REST requests. */
 enum worker_req {
@@ -115,6 +121,7 @@ enum worker_req {
 	WORKER_REQ_HANGUP,
 	WORKER_REQ_LIST,
 	WORKER_REQ_PROBE,
+	WORKER_REQ_FETCH,   /* GET one call: what a hang-up first asks */
 };
 
 /* One request and its answer. Zero it before first use. */

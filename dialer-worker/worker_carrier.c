@@ -187,13 +187,39 @@ static long long wk_rfc2822(const char *s)
 	return (long long)timegm(&tm) - tm.tm_gmtoff;
 }
 
+/* Reads one call resource into *f; 0 or -EINVAL (no sid, a field too long). */
+static int wk_call_read(json_t *c, struct worker_found *f)
+{
+	const char *sid = json_string_value(json_object_get(c, "sid"));
+	const char *st = json_string_value(json_object_get(c, "status"));
+	const char *by = json_string_value(json_object_get(c, "answered_by"));
+	json_t *d = json_object_get(c, "duration");
+
+	memset(f, 0, sizeof(*f));
+	f->duration = -1;
+	if (sid == NULL || strlen(sid) >= sizeof(f->sid) || (st != NULL && strlen(st) >= sizeof(f->status)))
+		return -EINVAL;
+	f->found = true;
+	snprintf(f->sid, sizeof(f->sid), "%s", sid);
+	snprintf(f->status, sizeof(f->status), "%s", st ? st : "");
+	/* An answeredBy we cannot hold is left out, not cut. */
+	if (by != NULL && strlen(by) < sizeof(f->answered_by))
+		snprintf(f->answered_by, sizeof(f->answered_by), "%s", by);
+	if (json_is_integer(d) && json_integer_value(d) >= 0 && json_integer_value(d) < 1000000000)
+		f->duration = (long)json_integer_value(d);
+	else if (json_is_string(d) && *json_string_value(d))
+		f->duration = strtol(json_string_value(d), NULL, 10);
+	if (f->duration < 0 || f->duration >= 1000000000)
+		f->duration = -1;
+	return 0;
+}
+
 int worker_reconcile_pick(const char *body, struct worker_found *out)
 {
 	json_t *o = json_loads(body, 0, NULL); /* owned */
-	json_t *calls = json_object_get(o, "calls"), *best = NULL, *c, *d;
+	json_t *calls = json_object_get(o, "calls"), *best = NULL, *c;
 	long long best_t = -2;
 	struct worker_found f;
-	const char *sid, *st;
 	size_t i;
 	int r = -EINVAL;
 
@@ -213,27 +239,37 @@ int worker_reconcile_pick(const char *body, struct worker_found *out)
 			best_t = t;
 		}
 	}
-	if (best != NULL) {
-		sid = json_string_value(json_object_get(best, "sid"));
-		st = json_string_value(json_object_get(best, "status"));
-		if (strlen(sid) >= sizeof(f.sid) || (st != NULL && strlen(st) >= sizeof(f.status)))
-			goto out;
-		f.found = true;
-		snprintf(f.sid, sizeof(f.sid), "%s", sid);
-		snprintf(f.status, sizeof(f.status), "%s", st ? st : "");
-		d = json_object_get(best, "duration");
-		if (json_is_integer(d) && json_integer_value(d) >= 0 && json_integer_value(d) < 1000000000)
-			f.duration = (long)json_integer_value(d);
-		else if (json_is_string(d) && *json_string_value(d))
-			f.duration = strtol(json_string_value(d), NULL, 10);
-		if (f.duration < 0)
-			f.duration = -1;
-	}
+	if (best != NULL && wk_call_read(best, &f) < 0)
+		goto out;
 	*out = f;
 	r = 0;
 out:
 	json_decref(o);
 	return r;
+}
+
+int worker_call_parse(const char *body, struct worker_found *out)
+{
+	json_t *o = json_loads(body ? body : "", 0, NULL); /* owned */
+	struct worker_found f;
+	int r = -EINVAL;
+
+	if (json_is_object(o) && wk_call_read(o, &f) == 0) {
+		*out = f;
+		r = 0;
+	}
+	json_decref(o);
+	return r;
+}
+
+bool worker_status_ended(const char *status)
+{
+	static const char *const ended[] = {"completed", "busy", "no-answer", "failed", "canceled"};
+
+	for (size_t i = 0; i < sizeof(ended) / sizeof(ended[0]); i++)
+		if (!strcmp(status, ended[i]))
+			return true;
+	return false;
 }
 
 int worker_carrier_init(struct worker_carrier *c, const struct dl_config *cfg)
@@ -308,6 +344,7 @@ static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const 
 			url = NULL;
 		break;
 	case WORKER_REQ_HANGUP:
+	case WORKER_REQ_FETCH:
 		/* The sid was checked to be [A-Za-z0-9] when the job was parsed. */
 		if (asprintf(&url, "%s/Calls/%s.json", c->account_url, job->call_sid) < 0)
 			url = NULL;

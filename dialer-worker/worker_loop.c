@@ -70,6 +70,7 @@ struct wk_task {
 	int64_t retry_at_ms;     /* monotonic, WK_RETRY */
 	int64_t dial_started_ms; /* monotonic, first create sent; 0 before */
 	int retries;
+	bool fetched;            /* hangup: the call was asked for, and is still live */
 	struct worker_http http;
 	enum wk_settle settle;
 	char *result;            /* JSON to publish before the ack, or NULL; owned */
@@ -489,7 +490,7 @@ static void wk_db_failed(struct worker *w, const char *why)
 }
 
 /* Runs the fence for attempt, waiting at most WK_FENCE_TIMEOUT_MS. Writes
- * the verdict ('dial', 'duplicate', 'paused', 'cancelled'). 0, or -EIO
+ * the verdict ('dial', 'duplicate', 'expired', 'paused', 'cancelled'). 0, or -EIO
  * when there is no verdict (then the attempt must not be dialed). */
 static int wk_fence(struct worker *w, const char *attempt, char *verdict, size_t len)
 {
@@ -564,6 +565,14 @@ static void wk_verdict(struct wk_task *t, const char *verdict)
 		wk_metric_result("duplicate");
 		dl_log_kv(DL_INFO, "dial skipped: already fenced", "attemptId", t->job.attempt_id, NULL);
 		wk_finish(t, WK_ACK);
+	} else if (!strcmp(verdict, "expired")) {
+		/* Held back past its dial deadline (broker down, no worker): the
+		 * fence released the call, which the scheduler dials again at a
+		 * new paced slot. Dialing it now would break the pace. */
+		wk_metric_result("expired");
+		dl_log_kv(DL_INFO, "dial skipped: past its dial deadline", "attemptId", t->job.attempt_id,
+			  "campaignId", wk_opt(t->job.campaign_id), NULL);
+		wk_result(t, "dial.result", json_pack("{s:s, s:s}", "outcome", "skipped", "reason", verdict));
 	} else if (!strcmp(verdict, "paused") || !strcmp(verdict, "cancelled")) {
 		/* The fence has released the call already; the scheduler may ignore this. */
 		wk_metric_result(verdict);
@@ -610,7 +619,12 @@ static void wk_send(struct worker *w, struct wk_task *t)
 		[WORKER_JOB_RECONCILE] = WORKER_REQ_LIST,
 	};
 
-	if (worker_carrier_start(&w->carrier, &t->http, kinds[t->job.type], &t->job) < 0) {
+	enum worker_req kind = kinds[t->job.type];
+
+	/* A hang-up first asks whether the call is still live. */
+	if (t->job.type == WORKER_JOB_HANGUP && !t->fetched)
+		kind = WORKER_REQ_FETCH;
+	if (worker_carrier_start(&w->carrier, &t->http, kind, &t->job) < 0) {
 		/* Nothing left the process: a fenced dial fails cleanly, the rest is retried. */
 		dl_log_kv(DL_ERROR, "could not start a carrier request", "attemptId", t->job.attempt_id, NULL);
 		if (t->job.type == WORKER_JOB_DIAL)
@@ -712,10 +726,61 @@ out:
 	dl_metrics_observe(M_LATENCY, NULL, (double)(dl_mono_ms() - t->dial_started_ms) / 1000.0);
 }
 
+/* The call's state as a result carries it: callStatus, duration, answeredBy. */
+static json_t *wk_call_state(json_t *body, const struct worker_found *f)
+{
+	if (body == NULL)
+		return NULL;
+	if (json_object_set_new(body, "callStatus", json_string(f->status)) < 0 ||
+	    json_object_set_new(body, "duration", f->duration >= 0 ? json_integer(f->duration) : json_null()) < 0 ||
+	    json_object_set_new(body, "answeredBy", f->answered_by[0] ? json_string(f->answered_by) : json_null()) < 0) {
+		json_decref(body);
+		return NULL;
+	}
+	return body;
+}
+
+/* A hang-up's result for a call that had ended before we hung it up: the
+ * scheduler records its real outcome, not a timeout. */
+static void wk_hangup_ended(struct wk_task *t, const struct worker_found *f, const char *how)
+{
+	dl_log_kv(DL_INFO, "hangup not needed: the call had ended", "attemptId", t->job.attempt_id, "callSid",
+		  t->job.call_sid, "callStatus", f->status, "seen", how, NULL);
+	wk_result(t, "hangup.result",
+		  wk_call_state(json_pack("{s:s, s:b, s:b, s:b}", "callSid", t->job.call_sid, "ok", 1, "ended", 1,
+					  "hungUp", 0),
+				f));
+}
+
+/* Reads the answer to a hang-up's first question: is the call still live? */
+static void wk_fetch_answer(struct worker *w, struct wk_task *t)
+{
+	struct worker_http *h = &t->http;
+	struct worker_found f;
+
+	if (h->rc == CURLE_OK && h->status == 401) {
+		wk_unauthorized(w);
+		wk_finish(t, WK_REQUEUE);
+		return;
+	}
+	if (h->rc == CURLE_OK && h->status == 200 && worker_call_parse(h->body, &f) == 0 &&
+	    !strcmp(f.sid, t->job.call_sid) && worker_status_ended(f.status)) {
+		wk_hangup_ended(t, &f, "fetch");
+		return;
+	}
+	if (((h->rc == CURLE_OK && (h->status == 429 || h->status >= 500)) || h->rc != CURLE_OK) && wk_retry(w, t))
+		return;
+	/* Live (or the carrier would not say): hang it up. */
+	t->fetched = true;
+	t->retries = 0;
+	t->state = WK_READY;
+}
+
 /* Reads a hang-up's answer into t's result. */
 static void wk_hangup_answer(struct worker *w, struct wk_task *t)
 {
 	struct worker_http *h = &t->http;
+	struct worker_found f;
 	char detail[256];
 	bool ok = h->rc == CURLE_OK && h->status >= 200 && h->status < 300;
 
@@ -730,9 +795,24 @@ static void wk_hangup_answer(struct worker *w, struct wk_task *t)
 		snprintf(detail, sizeof(detail), "no answer from the carrier: %.200s", h->error);
 	else
 		worker_answer_detail(h->status, h->body, detail, sizeof(detail));
+	if (ok && worker_call_parse(h->body, &f) == 0 && worker_status_ended(f.status)) {
+		/* A hang-up ends a call completed (answered) or canceled (ringing);
+		 * any other end is the carrier's own, from before ours. */
+		if (strcmp(f.status, "completed") && strcmp(f.status, "canceled")) {
+			wk_hangup_ended(t, &f, "hangup");
+			return;
+		}
+		dl_log_kv(DL_INFO, "hangup done", "attemptId", t->job.attempt_id, "callSid", t->job.call_sid, NULL);
+		wk_result(t, "hangup.result",
+			  wk_call_state(json_pack("{s:s, s:b, s:b, s:b}", "callSid", t->job.call_sid, "ok", 1, "ended",
+						  0, "hungUp", 1),
+					&f));
+		return;
+	}
 	if (ok) {
 		dl_log_kv(DL_INFO, "hangup done", "attemptId", t->job.attempt_id, "callSid", t->job.call_sid, NULL);
-		wk_result(t, "hangup.result", json_pack("{s:s, s:b}", "callSid", t->job.call_sid, "ok", 1));
+		wk_result(t, "hangup.result",
+			  json_pack("{s:s, s:b, s:b, s:b}", "callSid", t->job.call_sid, "ok", 1, "ended", 0, "hungUp", 1));
 		return;
 	}
 	dl_log_kv(DL_WARN, "hangup failed", "attemptId", t->job.attempt_id, "callSid", t->job.call_sid, "detail",
@@ -774,8 +854,9 @@ static void wk_reconcile_answer(struct worker *w, struct wk_task *t)
 	dl_log_kv(DL_INFO, "reconciled", "attemptId", t->job.attempt_id, "found", f.found ? "true" : "false",
 		  "callSid", f.found ? f.sid : NULL, "callStatus", f.found ? f.status : NULL, NULL);
 	if (f.found)
-		body = json_pack("{s:b, s:s, s:s, s:o}", "found", 1, "callSid", f.sid, "callStatus", f.status,
-				 "duration", f.duration >= 0 ? json_integer(f.duration) : json_null());
+		body = json_pack("{s:b, s:s, s:s, s:o, s:o}", "found", 1, "callSid", f.sid, "callStatus", f.status,
+				 "duration", f.duration >= 0 ? json_integer(f.duration) : json_null(), "answeredBy",
+				 f.answered_by[0] ? json_string(f.answered_by) : json_null());
 	else
 		body = json_pack("{s:b, s:n, s:n, s:n}", "found", 0, "callSid", "callStatus", "duration");
 	wk_result(t, "reconcile.result", body);
@@ -814,7 +895,10 @@ static void wk_answers(struct worker *w)
 			wk_dial_answer(w, t);
 			break;
 		case WORKER_JOB_HANGUP:
-			wk_hangup_answer(w, t);
+			if (h->kind == WORKER_REQ_FETCH)
+				wk_fetch_answer(w, t);
+			else
+				wk_hangup_answer(w, t);
 			break;
 		case WORKER_JOB_RECONCILE:
 			wk_reconcile_answer(w, t);

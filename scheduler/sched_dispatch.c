@@ -23,7 +23,9 @@ static const char SQL_RUNNING[] =
 	" ORDER BY c.next_dial_at NULLS FIRST LIMIT 2000 FOR UPDATE OF c SKIP LOCKED";
 
 /* Claims up to $2 due calls of campaign $1 (due retries first, then fresh
- * calls in snapshot order), creates their attempts and dial jobs. */
+ * calls in snapshot order), creates their attempts and dial jobs. Each
+ * attempt's dial deadline is its slot ($10 + k * $11, epoch microseconds)
+ * plus $12 ms (none when 0): the fence refuses a job that comes later. */
 static const char SQL_CLAIM[] =
 	"WITH due AS ("
 	"  (SELECT id FROM calls WHERE campaign_id = $1 AND status = 'PENDING'"
@@ -37,8 +39,10 @@ static const char SQL_CLAIM[] =
 	"   WHERE id IN (SELECT id FROM due) AND status = 'PENDING'"
 	"  RETURNING id, attempt_seq, phone_number),"
 	" att AS ("
-	"  INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
-	"  SELECT 'att_' || replace(gen_random_uuid()::text, '-', ''), id, $1, attempt_seq, phone_number"
+	"  INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number, dial_deadline)"
+	"  SELECT 'att_' || replace(gen_random_uuid()::text, '-', ''), id, $1, attempt_seq, phone_number,"
+	"    CASE WHEN $12::bigint > 0 THEN to_timestamp(($10::bigint + (row_number() OVER (ORDER BY id) - 1)"
+	"      * $11::bigint + $12::bigint * 1000) / 1000000.0) END"
 	"    FROM claimed RETURNING id, call_id, to_number),"
 	" jobs AS ("
 	"  INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
@@ -66,7 +70,7 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 		.minute_ms = s->cfg->clock_minute_ms,
 		.tick_ms = s->cfg->scheduler_tick_ms,
 	};
-	char limit[16], time_limit[16], callback[512], n_s[16], next_s[24];
+	char limit[16], time_limit[16], callback[512], n_s[16], next_s[24], base_s[24], step_s[24], late_s[16];
 	const char *id = PQgetvalue(camps, row, 0);
 	int64_t base;
 	int n, got;
@@ -78,8 +82,11 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 	snprintf(limit, sizeof(limit), "%d", n);
 	snprintf(time_limit, sizeof(time_limit), "%d", atoi(PQgetvalue(camps, row, 5)) * 60);
 	snprintf(callback, sizeof(callback), "%s/v1/carrier/status?attemptId=", s->cfg->api_public_url);
+	snprintf(base_s, sizeof(base_s), "%lld", (long long)base);
+	snprintf(step_s, sizeof(step_s), "%lld", (long long)(sched_pace_advance(&pace, base, 1) - base));
+	snprintf(late_s, sizeof(late_s), "%d", s->cfg->scheduler_dial_late_ms);
 	{
-		const char *p[9] = {id,
+		const char *p[12] = {id,
 				    limit,
 				    s->cfg->amqp_jobs_exchange,
 				    PQgetvalue(camps, row, 7),
@@ -87,9 +94,12 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 				    PQgetvalue(camps, row, 6),
 				    callback,
 				    time_limit,
-				    RING_TIMEOUT_S};
+				    RING_TIMEOUT_S,
+				    base_s,
+				    step_s,
+				    late_s};
 
-		r = dl_db_exec(db, SQL_CLAIM, 9, p, NULL);
+		r = dl_db_exec(db, SQL_CLAIM, 12, p, NULL);
 	}
 	if (r == NULL)
 		return -EIO;

@@ -21,6 +21,21 @@ static bool take(json_t *m, const char *k, char *buf)
 	return true;
 }
 
+/* A duration given as a string of digits; 0 for anything else. */
+static long parse_duration(const char *v)
+{
+	long d = 0;
+
+	if (*v == '\0' || strlen(v) > 9)
+		return 0;
+	for (; *v; v++) {
+		if (*v < '0' || *v > '9')
+			return 0;
+		d = d * 10 + (*v - '0');
+	}
+	return d;
+}
+
 bool sched_sid_valid(const char *sid)
 {
 	if (sid == NULL || strlen(sid) != 34 || sid[0] != 'C' || sid[1] != 'A')
@@ -44,8 +59,13 @@ int sched_message_parse(const char *body, size_t len, struct sched_message *out)
 	m.has_sid = take(j, "callSid", m.sid);
 	m.has_status = take(j, "callStatus", m.status);
 	m.has_answered_by = take(j, "answeredBy", m.answered_by);
-	v = json_object_get(j, "callDuration");
-	m.duration = json_is_integer(v) ? (long)json_integer_value(v) : 0;
+	/* callDuration in a call.status; duration in the carrier's call
+	 * resource that reconcile and hang-up results carry (a string there) */
+	v = json_object_get(j, json_object_get(j, "callDuration") ? "callDuration" : "duration");
+	if (json_is_integer(v))
+		m.duration = (long)json_integer_value(v);
+	else if (json_is_string(v))
+		m.duration = parse_duration(json_string_value(v));
 	if (m.duration < 0 || m.duration > 86400)
 		m.duration = 0;
 	m.seq = -1;
@@ -82,7 +102,11 @@ int sched_message_parse(const char *body, size_t len, struct sched_message *out)
 		m.kind = SCHED_MSG_RECONCILE;
 		m.found = json_is_true(json_object_get(j, "found"));
 	} else if (!strcmp(type, "hangup.result")) {
-		m.kind = SCHED_MSG_IGNORE;
+		m.kind = SCHED_MSG_HANGUP;
+		m.ended = json_is_true(json_object_get(j, "ended"));
+		m.hung_up = json_is_true(json_object_get(j, "hungUp"));
+		if ((m.ended || m.hung_up) && !sched_sid_valid(m.sid))
+			goto out;
 	} else {
 		goto out;
 	}

@@ -16,8 +16,9 @@
 #include "scheduler.h"
 
 static const char SQL_ATTEMPT[] =
-	"SELECT status, last_sequence, answered_at IS NOT NULL, hangup_sent FROM call_attempts"
+	"SELECT status, last_sequence, answered_at IS NOT NULL, hangup_sent, hung_up FROM call_attempts"
 	" WHERE id = $1 FOR UPDATE";
+static const char SQL_HUNG_UP[] = "UPDATE call_attempts SET hung_up = true WHERE id = $1 AND status <> 'ENDED'";
 static const char SQL_ACCEPT[] =
 	"WITH a AS (UPDATE call_attempts SET status = 'ACCEPTED', call_sid = $2"
 	"  WHERE id = $1 AND status IN ('DIALING', 'UNKNOWN') RETURNING call_id)"
@@ -25,7 +26,8 @@ static const char SQL_ACCEPT[] =
 static const char SQL_AMBIGUOUS[] =
 	"UPDATE call_attempts SET status = 'UNKNOWN', reconcile_at = now() WHERE id = $1 AND status = 'DIALING'";
 static const char SQL_EVENT[] =
-	"WITH a AS (UPDATE call_attempts SET last_sequence = $2::int, call_sid = coalesce(call_sid, $3),"
+	"WITH a AS (UPDATE call_attempts SET last_sequence = greatest(last_sequence, $2::int),"
+	"  call_sid = coalesce(call_sid, $3),"
 	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"
 	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
 	"  WHERE id = $1 RETURNING call_id)"
@@ -66,14 +68,24 @@ static int exec1(PGconn *db, const char *sql, int n, const char *const *p)
 	return 0;
 }
 
-/* A terminal carrier status (from a callback or a reconcile) ends the attempt. */
-static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_message *m)
+/* Who ended a call, as far as a status message knows. */
+enum hang_src {
+	HANG_EVENT,  /* a callback or a reconcile: the attempt's hung_up says */
+	HANG_NOT_US, /* a hang-up found the call already ended */
+	HANG_US,     /* a hang-up ended the live call */
+};
+
+/* A terminal carrier status (from a callback, a reconcile or a hang-up's
+ * result) ends the attempt. A callback that ends a call completed or
+ * canceled while its hang-up's result is awaited ends nothing: that result
+ * says whether the carrier or our hang-up ended it (timeout). */
+static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_message *m, enum hang_src src)
 {
 	const char *attempt = m->attempt, *outcome;
 	char seq_s[24];
 	const char *p[4] = {attempt, seq_s, m->sid, m->status};
 	PGresult *cur;
-	bool answered, hung_up;
+	bool answered, hangup_sent, hung_up;
 
 	cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
 	if (cur == NULL)
@@ -84,11 +96,15 @@ static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_mess
 		return 0;
 	}
 	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(m->status, "in-progress");
-	hung_up = PQgetvalue(cur, 0, 3)[0] == 't';
+	hangup_sent = PQgetvalue(cur, 0, 3)[0] == 't';
+	hung_up = src == HANG_US || (src == HANG_EVENT && PQgetvalue(cur, 0, 4)[0] == 't');
 	PQclear(cur);
 	snprintf(seq_s, sizeof(seq_s), "%ld", m->seq >= 0 ? m->seq : 0);
 	if (exec1(db, SQL_EVENT, 4, p) < 0)
 		return -EIO;
+	if (src == HANG_EVENT && hangup_sent && !hung_up &&
+	    (!strcmp(m->status, "completed") || !strcmp(m->status, "canceled")))
+		return 0;
 	outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
 				hung_up);
 	if (outcome == NULL)
@@ -113,7 +129,7 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message
 	case SCHED_MSG_REFUSED:
 		return end_attempt(s, db, attempt, "failed", 0);
 	case SCHED_MSG_STATUS:
-		return apply_status(s, db, m);
+		return apply_status(s, db, m, HANG_EVENT);
 	case SCHED_MSG_RECONCILE: {
 		PGresult *cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
 		bool unknown;
@@ -131,8 +147,19 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message
 			return -EINVAL;
 		if (exec1(db, SQL_ACCEPT, 2, p) < 0)
 			return -EIO;
-		return apply_status(s, db, m);
+		return apply_status(s, db, m, HANG_EVENT);
 	}
+	case SCHED_MSG_HANGUP:
+		/* ended: the call was over before the hang-up (a lost or late
+		 * final callback): its real outcome. hungUp: we ended it. Neither
+		 * (the hang-up failed): the sweep sends it again. */
+		if (!m->ended && !m->hung_up)
+			return 0;
+		if (!m->ended && exec1(db, SQL_HUNG_UP, 1, &attempt) < 0)
+			return -EIO;
+		if (!m->has_status)
+			return 0; /* the final callback ends it */
+		return apply_status(s, db, m, m->ended ? HANG_NOT_US : HANG_US);
 	}
 	return -EINVAL;
 }

@@ -48,11 +48,13 @@ static const char SQL_QUOTA_PAUSE[] =
 	"UPDATE campaigns SET status = 'PAUSED', pause_reason = 'quota_exhausted'"
 	" WHERE status = 'IN_PROGRESS' AND organization_id IN"
 	" (SELECT id FROM organizations WHERE used_minutes >= quota_minutes) RETURNING id";
-/* Live past callTimeoutMinutes plus the grace: hang up. */
+/* Live past callTimeoutMinutes plus the grace: hang up (the worker first
+ * asks the carrier whether the call is still live). Its result is awaited
+ * for reconcile_after_s ($4). */
 static const char SQL_TIMEOUT_HANGUP[] =
 	"WITH t AS ("
 	"  UPDATE call_attempts a SET hangup_sent = true,"
-	"   reconcile_at = now() + make_interval(secs => $3::int * $2::int / 60000.0)"
+	"   reconcile_at = now() + make_interval(secs => $4::int)"
 	"  FROM campaigns c WHERE c.id = a.campaign_id AND a.status = 'ACCEPTED' AND NOT a.hangup_sent"
 	"   AND a.dialed_at < now() - make_interval(secs => (c.call_timeout_minutes * 60 + $3::int) * $2::int / 60000.0)"
 	"  RETURNING a.id, a.call_sid)"
@@ -60,9 +62,22 @@ static const char SQL_TIMEOUT_HANGUP[] =
 	" SELECT $1, 'dial', 'msg_hangup_' || t.id, 'hangup',"
 	"  jsonb_build_object('type', 'hangup', 'messageId', 'msg_hangup_' || t.id, 'attemptId', t.id,"
 	"   'callSid', t.call_sid) FROM t RETURNING 1";
-/* Hung up but still no final callback after another grace: end as timeout. */
+/* No result of the hang-up yet: send it again, twice at most. */
+static const char SQL_HANGUP_AGAIN[] =
+	"WITH t AS ("
+	"  UPDATE call_attempts SET hangup_tries = hangup_tries + 1,"
+	"   reconcile_at = now() + make_interval(secs => $2::int)"
+	"  WHERE id IN (SELECT id FROM call_attempts WHERE status = 'ACCEPTED' AND hangup_sent"
+	"   AND reconcile_at < now() AND hangup_tries < 2 LIMIT 500)"
+	"  RETURNING id, call_sid, hangup_tries)"
+	" INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
+	" SELECT $1, 'dial', 'msg_hangup_' || t.id || '_' || t.hangup_tries, 'hangup',"
+	"  jsonb_build_object('type', 'hangup', 'messageId', 'msg_hangup_' || t.id || '_' || t.hangup_tries,"
+	"   'attemptId', t.id, 'callSid', t.call_sid) FROM t RETURNING 1";
+/* Hung up three times and still nothing from the carrier: end as timeout. */
 static const char SQL_TIMED_OUT[] =
-	"SELECT id FROM call_attempts WHERE status = 'ACCEPTED' AND hangup_sent AND reconcile_at < now() LIMIT 500";
+	"SELECT id FROM call_attempts WHERE status = 'ACCEPTED' AND hangup_sent AND reconcile_at < now()"
+	" AND hangup_tries >= 2 LIMIT 500";
 static const char SQL_END[] = "SELECT dialer_end_attempt($1, $2, $3::int, $4::boolean, $5::int)";
 /* Fenced but silent (worker died?) or ambiguous: ask the carrier first. */
 static const char SQL_RECONCILE[] =
@@ -186,7 +201,7 @@ static int end_timed_out(struct sched_ctx *s, PGconn *db)
 int sched_sweep(struct sched_ctx *s, PGconn *db)
 {
 	char minute[16], grace[16], reconcile[16];
-	const char *hang[3] = {s->cfg->amqp_jobs_exchange, minute, grace};
+	const char *hang[4] = {s->cfg->amqp_jobs_exchange, minute, grace, reconcile};
 	const char *rec[2] = {s->cfg->amqp_jobs_exchange, reconcile};
 
 	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
@@ -205,7 +220,8 @@ int sched_sweep(struct sched_ctx *s, PGconn *db)
 	}
 	if (step(s, db, "cancelled calls skipped", false, SQL_CANCEL_PENDING, 0, NULL) < 0 ||
 	    step(s, db, "campaign paused: no call minutes left", true, SQL_QUOTA_PAUSE, 0, NULL) < 0 ||
-	    step(s, db, "timed-out calls hung up", false, SQL_TIMEOUT_HANGUP, 3, hang) < 0 ||
+	    step(s, db, "timed-out calls hung up", false, SQL_TIMEOUT_HANGUP, 4, hang) < 0 ||
+	    step(s, db, "hang-ups sent again", false, SQL_HANGUP_AGAIN, 2, rec) < 0 ||
 	    step(s, db, "attempts sent for reconciliation", false, SQL_RECONCILE, 2, rec) < 0 ||
 	    end_timed_out(s, db) < 0 ||
 	    step(s, db, "campaign completed", true, SQL_COMPLETE, 0, NULL) < 0)

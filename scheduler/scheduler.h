@@ -78,13 +78,14 @@ int sched_sweep(struct sched_ctx *s, PGconn *db);
 /* sched_message.c: result and event messages, parsed without I/O. */
 #define SCHED_MSG_STR 129 /* longer strings count as absent */
 enum sched_msg_kind {
-	SCHED_MSG_IGNORE,         /* skipped dial, hang-up result: nothing to do */
+	SCHED_MSG_IGNORE,         /* skipped dial: nothing to do */
 	SCHED_MSG_ACCEPTED,       /* dial.result accepted, with a valid sid */
 	SCHED_MSG_INVALID_NUMBER, /* dial.result failed: the number is invalid */
 	SCHED_MSG_AMBIGUOUS,      /* dial.result failed: the carrier may have the call */
 	SCHED_MSG_REFUSED,        /* dial.result failed: the carrier refused it */
 	SCHED_MSG_STATUS,         /* call.status with a valid sid, a status, a sequence */
 	SCHED_MSG_RECONCILE,      /* reconcile.result, checked by the caller */
+	SCHED_MSG_HANGUP,         /* hangup.result; a valid sid when ended or hung up */
 };
 struct sched_message {
 	enum sched_msg_kind kind;
@@ -93,9 +94,11 @@ struct sched_message {
 	char status[SCHED_MSG_STR];
 	char answered_by[SCHED_MSG_STR];
 	bool has_sid, has_status, has_answered_by;
-	long duration; /* callDuration, 0 when absent or outside 0..86400 */
+	long duration; /* callDuration (or the call's duration), 0 when absent or outside 0..86400 */
 	long seq;      /* sequenceNumber of a call.status, else -1 */
 	bool found;    /* reconcile.result: the carrier knows the call */
+	bool ended;    /* hangup.result: the call had ended before the hang-up */
+	bool hung_up;  /* hangup.result: the hang-up ended the live call */
 };
 /* Parses one message into *out (written only on success); 0 or -EINVAL for
  * a message that can never be applied. */

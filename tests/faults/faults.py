@@ -48,6 +48,9 @@ BASE_ENV = {
     "DIALER_API_BULK_RATE_PER_MIN": "1000000",
     "DIALER_LOG_LEVEL": "info",
     "DIALER_SIM_RING_SECONDS": str(RING_S),
+    # a dial may start this late after its paced slot (see PACE_JITTER_MS);
+    # FAULTS_DIAL_LATE_MS=0 turns the deadline off (held-back jobs then burst)
+    "DIALER_SCHEDULER_DIAL_LATE_MS": os.environ.get("FAULTS_DIAL_LATE_MS", "500"),
 }
 # The pace is checked on the carrier's log over a minute less this: the
 # delay from a dial's slot to the carrier that the check forgives. The
@@ -56,6 +59,8 @@ BASE_ENV = {
 # loaded 2-core machine's ordinary latency (up to ~0.6 s under these faults).
 # Forgiving 1 s keeps the figure to bursts that would break the pace at a
 # real minute too. FAULTS_PACE_JITTER_MS=0 checks a whole minute, strictly.
+# DIALER_SCHEDULER_DIAL_LATE_MS (500) must stay below it: a job is dialed
+# within that of its slot, or refused by the fence and re-paced.
 PACE_JITTER_MS = int(os.environ.get("FAULTS_PACE_JITTER_MS", "1000"))
 # How long a campaign pair may take to complete, fault included.
 COMPLETE_TIMEOUT_S = 75
@@ -144,6 +149,34 @@ class Stack:
                 return
             time.sleep(0.2)
         log("faults: ports still busy: %s" % busy)
+
+    def proc_env(self, role, extra):
+        """The environment services.sh gives a service connecting as role."""
+        e = dict(self.svc_env)
+        e["DIALER_CARRIER_BASE_URL"] = self.env["DIALER_SIM_URL"]
+        e["DIALER_API_PUBLIC_URL"] = self.env["DIALER_API_URL"]
+        url = urllib.parse.urlsplit(self.infra["DIALER_DB_URL"])
+        host = url.netloc.rpartition("@")[2]
+        e["DIALER_DB_URL"] = urllib.parse.urlunsplit((url.scheme, "%s:%s@%s" % (role, role, host), url.path,
+                                                      url.query, ""))
+        e.update(extra)
+        return e
+
+    def start_proc(self, name, binary, role, extra):
+        """Starts binary as service `name` (its pid file and log under RUNDIR,
+        so services.sh stop ends it too); returns its pid."""
+        env = self.proc_env(role, extra)
+        if role == "dialer_worker":
+            env["DIALER_WORKER_DB_URL"] = env["DIALER_DB_URL"]
+        # started from a shell that exits at once, as services.sh does: not
+        # our child, so no zombie of it lingers for kill -0 to find
+        r = subprocess.run(["bash", "-c", '"$0" >>"$1" 2>&1 </dev/null & echo $!',
+                            os.path.join(ROOT, "build", binary), os.path.join(self.run, "logs", name + ".log")],
+                           env=env, capture_output=True, text=True, timeout=10)
+        pid = int(r.stdout.strip())
+        with open(os.path.join(self.run, "pids", name + ".pid"), "w") as f:
+            f.write("%d\n" % pid)
+        return pid
 
     def services_stop(self):
         subprocess.run(["bash", SERVICES, "stop", self.run], capture_output=True, text=True, timeout=120)
@@ -377,6 +410,11 @@ def inject_db_terminate(s):
     for _ in range(5):
         s.terminate_backends()
         time.sleep(1.5)
+    # and in quick succession, so some end in the middle of a commit
+    s.wait_calls(100)
+    for _ in range(20):
+        s.terminate_backends()
+        time.sleep(0.1)
 
 
 def inject_worker_sigterm(s):
@@ -399,11 +437,159 @@ def inject_worker_kill9(s):
         s.stack.services("start")
 
 
+def inject_worker_crash_steps(s):
+    """worker.crash_at: the worker dies as if SIGKILLed at each step of a
+    dial in turn (after it took the job, after the fence, after the carrier
+    created the call, before the ack), and is restarted each time."""
+    ports = load_env_plain(os.path.join(s.stack.run, "ports"))
+    for step, n in (("after-take", 20), ("after-fence", 50), ("after-create", 80), ("before-ack", 110)):
+        s.wait_calls(n)
+        pid = s.kill_service("dialer-worker", signal.SIGTERM)
+        if not s.wait_gone(pid, 30):
+            s.problems.append("the worker did not stop within 30 s of SIGTERM")
+            os.kill(pid, signal.SIGKILL)
+            s.wait_gone(pid, 10)
+        log_path = os.path.join(s.stack.run, "logs", "dialer-worker.log")
+        seen = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        pid = s.stack.start_proc("dialer-worker", "dialer-worker", "dialer_worker",
+                                 {"DIALER_HEALTH_PORT": ports["WORKER_HEALTH"], "DIALER_WORKER_CRASH_AT": step})
+        if not s.wait_gone(pid, 30):
+            s.problems.append("the worker with crash_at=%s did not die within 30 s" % step)
+            os.kill(pid, signal.SIGKILL)
+            s.wait_gone(pid, 10)
+        with open(log_path, errors="replace") as f:
+            f.seek(seen)
+            if '"step":"%s"' % step not in f.read():
+                s.problems.append("the worker did not log its death at %s" % step)
+        s.stack.services("start")
+
+
+def load_env_plain(path):
+    with open(path) as f:
+        return dict(ln.strip().split("=", 1) for ln in f if "=" in ln)
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def start_standby(s):
+    """A second scheduler replica: it leads only once the first lets go."""
+    s.stack.start_proc("dialer-scheduler-2", "dialer-scheduler", "dialer_scheduler",
+                       {"DIALER_HEALTH_PORT": str(free_port())})
+
+
+def leader(s):
+    """(holder, pid) of the scheduler holding an unexpired lease, or None."""
+    rows = s.db("SELECT holder FROM scheduler_lease WHERE expires_at > now()")
+    if not rows:
+        return None
+    holder = rows[0]["holder"]
+    return holder, int(holder.rpartition(":")[2])
+
+
+def wait_new_leader(s, old_holder, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cur = leader(s)
+        if cur and cur[0] != old_holder:
+            return cur
+        time.sleep(0.1)
+    s.problems.append("no other scheduler took the lease within %d s" % timeout)
+    return None
+
+
 def inject_leader_kill9(s):
+    start_standby(s)
     s.wait_calls(40)
-    pid = s.kill_service("dialer-scheduler", signal.SIGKILL)
-    s.wait_gone(pid, 10)
-    s.stack.services("start")
+    cur = leader(s)
+    if cur is None:
+        s.problems.append("no scheduler holds the lease")
+        return
+    os.kill(cur[1], signal.SIGKILL)
+    s.wait_gone(cur[1], 10)
+    wait_new_leader(s, cur[0], 15)
+    s.wait_calls(70)
+    # the killed replica comes back, as a standby
+    if cur[1] == s.stack.pid("dialer-scheduler"):
+        s.stack.services("start")
+    else:
+        start_standby(s)
+
+
+def inject_leader_freeze(s):
+    """SIGSTOP of the leader past its lease (the standby takes over), then
+    SIGCONT: the old leader must find it lost the lease and stand by."""
+    start_standby(s)
+    s.wait_calls(40)
+    cur = leader(s)
+    if cur is None:
+        s.problems.append("no scheduler holds the lease")
+        return
+    os.kill(cur[1], signal.SIGSTOP)
+    try:
+        wait_new_leader(s, cur[0], 15)
+        time.sleep(2.0)   # both would dial now, if the frozen one could
+    finally:
+        os.kill(cur[1], signal.SIGCONT)
+
+
+def mq_ctl(s, *args):
+    r = subprocess.run(["bash", STACK, "ctl", s.stack.run, *args], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        s.problems.append("rabbitmqctl %s: %s" % (" ".join(args), (r.stderr or r.stdout).strip()[-300:]))
+
+
+def mq_alarms(s):
+    st, js = s.mgmt("GET", "/api/nodes")
+    return [n.get("mem_alarm") for n in js] if st == 200 and isinstance(js, list) else []
+
+
+def inject_broker_blackhole(s):
+    """RabbitMQ frozen (SIGSTOP of its beam) for more than two heartbeats
+    (2 s here): every connection must notice, reconnect, and lose nothing."""
+    with open(os.path.join(s.stack.run, "mq", "rabbitmq.pid")) as f:
+        pid = int(f.read().split()[0])
+    s.wait_calls(40)
+    logs = os.path.join(s.stack.run, "logs")
+    seen = {n: os.path.getsize(os.path.join(logs, n)) for n in os.listdir(logs)}
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(6.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # the services must have noticed (missed heartbeats), not merely waited
+    felt = []
+    for n, off in seen.items():
+        with open(os.path.join(logs, n), errors="replace") as f:
+            f.seek(off)
+            if "amqp connection lost" in f.read():
+                felt.append(n)
+    s.notes.append("connections lost to the frozen broker: %s" % ", ".join(sorted(felt)))
+    if not any(n.startswith("dialer-worker") for n in felt) or not any(n.startswith("dialer-scheduler") for n in felt):
+        s.problems.append("the worker and the scheduler did not both notice the frozen broker: %s" % felt)
+
+
+def inject_broker_memory_alarm(s):
+    """A memory alarm: RabbitMQ blocks every publisher for a while."""
+    s.wait_calls(40)
+    mq_ctl(s, "set_vm_memory_high_watermark", "0.000001")
+    deadline = time.time() + 10
+    while time.time() < deadline and True not in mq_alarms(s):
+        time.sleep(0.2)
+    if True not in mq_alarms(s):
+        s.problems.append("the memory alarm was never raised")
+    time.sleep(4.0)
+    mq_ctl(s, "set_vm_memory_high_watermark", "0.4")
+    deadline = time.time() + 10
+    while time.time() < deadline and True in mq_alarms(s):
+        time.sleep(0.2)
+    if True in mq_alarms(s):
+        s.problems.append("the memory alarm was not cleared")
 
 
 def dlq_peek(s):
@@ -584,27 +770,19 @@ SCENARIOS = [
     ("carrier-429", {"DIALER_SIM_RATE_429_PCT": "40"}, inject_none, after_429),
     ("carrier-5xx-after-create", {"DIALER_SIM_RATE_5XX_PCT": "15"}, inject_none, after_5xx),
     ("broker-restart", {}, inject_broker_restart, None),
+    ("broker-blackhole", {"DIALER_AMQP_HEARTBEAT_S": "2"}, inject_broker_blackhole, None),
+    ("broker-memory-alarm", {}, inject_broker_memory_alarm, None),
     ("db-restart", {}, inject_db_restart, None),
     ("db-backends-terminated", {}, inject_db_terminate, None),
     ("worker-sigterm", {}, inject_worker_sigterm, None),
     ("worker-kill9", {}, inject_worker_kill9, None),
+    ("worker-crash-steps", {}, inject_worker_crash_steps, None),
     ("leader-kill9", {}, inject_leader_kill9, None),
+    ("leader-freeze", {}, inject_leader_freeze, None),
     ("poison-job", {}, inject_poison, after_poison),
     ("callbacks-dup-reorder-forged", {}, inject_callbacks, after_callbacks),
 ]
 
-
-# Failures these scenarios are known to show, from product bugs reported to
-# the lead (printed under a FAIL line; the scenario still fails).
-KNOWN = {
-    "broker-restart": "product bug: dial jobs held in the outbox during the outage reach the carrier in one burst"
-                      " (pace is kept when jobs are made, not when they are dialed); calls whose callbacks arrive"
-                      " after callTimeoutMinutes are recorded as timeout",
-    "db-restart": "product bug: a final callback the carrier gave up on (API could not store it) ends the attempt"
-                  " as timeout after the hang-up, though the carrier completed the call",
-    "worker-sigterm": "product bug: jobs queued while no worker consumed reach the carrier in one burst",
-    "worker-kill9": "product bug: jobs queued while no worker consumed reach the carrier in one burst",
-}
 
 # Only when named: the same campaigns with no fault (the checker's control).
 EXTRA = [("baseline", {}, inject_none, None)]
@@ -640,6 +818,7 @@ def run_one(stack, name, extra, inject, after, index):
     text = check.line(name, fig)
     if not ok and check.passed(fig):
         text = text[: -len("PASS")] + "FAIL"
+    text += " (%d s)" % round(time.time() - t0)
     print(text, flush=True)
     with open(os.path.join(outdir, "check.txt"), "w") as f:
         f.write(text + "\n")
@@ -665,8 +844,6 @@ def run_one(stack, name, extra, inject, after, index):
         # a short why under the line; the rest is in check.txt
         why = s.problems + [d for d in details if not d.startswith(("info:", "note:"))]
         print("  %s" % why[0][:220] if why else "  (no detail)", flush=True)
-        if name in KNOWN:
-            print("  known: %s" % KNOWN[name], flush=True)
         print("  details: %s" % outdir, flush=True)
     # this scenario's logs go with its results; the next starts afresh
     logs = os.path.join(stack.run, "logs")

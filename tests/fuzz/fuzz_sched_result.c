@@ -62,6 +62,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (m.has_status)
 			check_outcome(&m);
 		break;
+	case SCHED_MSG_HANGUP:
+		FZ_REQUIRE(m.seq == -1, "hang-up result with a sequence");
+		if (m.ended || m.hung_up)
+			FZ_REQUIRE(sched_sid_valid(m.sid), "hang-up result with sid %s", m.sid);
+		if (m.has_status)
+			check_outcome(&m);
+		break;
 	case SCHED_MSG_IGNORE:
 	case SCHED_MSG_INVALID_NUMBER:
 	case SCHED_MSG_AMBIGUOUS:

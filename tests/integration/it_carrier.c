@@ -7,6 +7,8 @@
  *   attempt is ambiguous and is reconciled and adopted, never redialed;
  * - a carrier that lets calls run past TimeLimit: the scheduler hangs up a
  *   call live past callTimeoutMinutes and it ends as `timeout`;
+ * - callbacks lost (refused by the API): at the timeout the hang-up finds
+ *   the call ended and records its real outcome, not a timeout;
  * - callbacks replayed after a call ended (duplicates, late, contradicting)
  *   change nothing. */
 #include <signal.h>
@@ -42,9 +44,16 @@ static void start_carrier(const char *tag, const char *const *sim_env)
 	stopped_managed = 1;
 	it_worker_db_url(worker_db, sizeof(worker_db));
 	{
-		const char *wenv[] = {"DIALER_CARRIER_BASE_URL", sim_url, "DIALER_HEALTH_PORT", "0",
-				      "DIALER_WORKER_DB_URL", worker_db, NULL};
+		const char *wenv[10] = {"DIALER_CARRIER_BASE_URL", sim_url, "DIALER_HEALTH_PORT", "0",
+					"DIALER_WORKER_DB_URL", worker_db, NULL};
 
+		/* A carrier with its own credentials: the worker gets them too. */
+		for (int i = 0; sim_env[i] && sim_env[i + 1]; i += 2)
+			if (!strcmp(sim_env[i], "DIALER_CARRIER_AUTH_TOKEN")) {
+				wenv[6] = sim_env[i];
+				wenv[7] = sim_env[i + 1];
+				wenv[8] = NULL;
+			}
 		worker_pid = it_spawn("dialer-worker", tag, wenv);
 	}
 }
@@ -222,7 +231,31 @@ static void test_timeout_hangup(void **state)
 	}
 	it_resp_free(resp);
 	assert_int_equal(it_db_count("SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id"
-				     " WHERE c.campaign_id = $1 AND a.hangup_sent AND a.outcome = 'timeout'",
+				     " WHERE c.campaign_id = $1 AND a.hung_up AND a.outcome = 'timeout'",
+				     r.campaign, NULL),
+			 1);
+}
+
+static void test_lost_callbacks_not_timeout(void **state)
+{
+	/* The carrier signs its callbacks with a token the API does not know:
+	 * every callback is refused (lost), the call ends answered at the
+	 * carrier long before its one-minute timeout. The timeout's hang-up
+	 * first asks the carrier and records the real outcome, not a timeout. */
+	static const char *const env[] = {"DIALER_CARRIER_AUTH_TOKEN", "a-token-the-api-does-not-know",
+					  "DIALER_SIM_CALL_SECONDS", "10", "DIALER_SIM_RING_SECONDS", "1", NULL};
+	struct run r;
+
+	(void)state;
+	start_carrier("lost", env);
+	run_campaign(&r, 1, "\"callTimeoutMinutes\":1,\"maxRetries\":0");
+	wait_completed(&r, 60000);
+	assert_int_equal(it_db_count("SELECT count(*) FROM calls WHERE campaign_id = $1 AND status = 'COMPLETED'"
+				     " AND outcome = 'answered' AND duration > 0",
+				     r.campaign, NULL),
+			 1);
+	assert_int_equal(it_db_count("SELECT count(*) FROM call_attempts WHERE campaign_id = $1 AND hangup_sent"
+				     " AND NOT hung_up AND outcome = 'answered'",
 				     r.campaign, NULL),
 			 1);
 }
@@ -306,6 +339,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_429_storm, teardown),
 		cmocka_unit_test_teardown(test_5xx_after_create, teardown),
 		cmocka_unit_test_teardown(test_timeout_hangup, teardown),
+		cmocka_unit_test_teardown(test_lost_callbacks_not_timeout, teardown),
 		cmocka_unit_test(test_replayed_callbacks),
 	};
 

@@ -4,7 +4,9 @@
  * one bound to the dead-letter exchange). The carrier is the simulator,
  * checked through GET /_sim/calls. Covers: accepted and invalid-number
  * dials, a job delivered twice dialing once, jobs of paused and cancelled
- * campaigns released, poison jobs dead-lettered, reconcile, hang-up, and
+ * campaigns released, a job past its dial deadline released, poison jobs
+ * dead-lettered, reconcile, hang-up (of a live call and of one that had
+ * ended), and
  * the worker's readiness and metrics. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
@@ -630,23 +632,121 @@ static void test_reconcile(void **state)
 	fx_free(&g);
 }
 
-static void test_hangup(void **state)
+/* The carrier's status of its newest call to phone (into a static buffer). */
+static const char *sim_status(const char *phone)
 {
-	char mid[64], *text, sid[64];
-	struct fx f;
-	json_t *r, *job;
+	static char st[32];
+	char url[512], *body;
+	json_t *j, *calls, *c;
+	size_t i;
 
-	(void)state;
-	snprintf(sid, sizeof(sid), "%s", accepted_call(&f, "1"));
-	snprintf(mid, sizeof(mid), "msg_hup_%s", f.att);
-	job = json_pack("{s:s, s:s, s:s, s:s}", "type", "hangup", "messageId", mid, "attemptId", f.att, "callSid", sid);
+	st[0] = '\0';
+	snprintf(url, sizeof(url), "%s/_sim/calls", it_env("DIALER_SIM_URL"));
+	if (http_get(url, &body) != 200)
+		fail_msg("GET /_sim/calls failed: %s", body);
+	j = json_loads(body, 0, NULL);
+	calls = json_object_get(j, "calls");
+	json_array_foreach(calls, i, c) {
+		const char *to = json_string_value(json_object_get(c, "to"));
+		const char *status = json_string_value(json_object_get(c, "status"));
+
+		if (to != NULL && status != NULL && !strcmp(to, phone))
+			snprintf(st, sizeof(st), "%s", status);
+	}
+	json_decref(j);
+	free(body);
+	return st;
+}
+
+/* Publishes a hang-up job for f's call sid and returns its result. */
+static json_t *hang_up(struct fx *f, const char *sid)
+{
+	char mid[64], *text;
+	json_t *job;
+
+	snprintf(mid, sizeof(mid), "msg_hup_%s", f->att);
+	job = json_pack("{s:s, s:s, s:s, s:s}", "type", "hangup", "messageId", mid, "attemptId", f->att, "callSid",
+			sid);
 	text = json_dumps(job, JSON_COMPACT);
 	publish_job(text, mid, "hangup");
 	free(text);
 	json_decref(job);
-	r = wait_result(f.att, "hangup.result");
+	return wait_result(f->att, "hangup.result");
+}
+
+static void test_hangup(void **state)
+{
+	char sid[64];
+	struct fx f;
+	json_t *r;
+
+	(void)state;
+	/* A live call: hung up by us. */
+	snprintf(sid, sizeof(sid), "%s", accepted_call(&f, "1"));
+	r = hang_up(&f, sid);
 	assert_string_equal(field(r, "callSid"), sid);
 	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_true(json_is_true(json_object_get(r, "hungUp")));
+	assert_true(json_is_false(json_object_get(r, "ended")));
+	assert_non_null(strstr("completed canceled", field(r, "callStatus")));
+	fx_free(&f);
+}
+
+static void test_hangup_of_ended_call(void **state)
+{
+	/* A call the carrier ended by itself (its final callback lost or late):
+	 * the hang-up says how it ended, and hangs up nothing. */
+	struct timespec step = {0, 50 * 1000000L};
+	char sid[64];
+	struct fx f;
+	json_t *r;
+	int i;
+
+	(void)state;
+	snprintf(sid, sizeof(sid), "%s", accepted_call(&f, "8"));
+	for (i = 0; i < 400 && strcmp(sim_status(f.phone), "busy"); i++)
+		nanosleep(&step, NULL);
+	assert_string_equal(sim_status(f.phone), "busy");
+	r = hang_up(&f, sid);
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_true(json_is_true(json_object_get(r, "ended")));
+	assert_true(json_is_false(json_object_get(r, "hungUp")));
+	assert_string_equal(field(r, "callStatus"), "busy");
+	assert_string_equal(sim_status(f.phone), "busy");
+	fx_free(&f);
+}
+
+static void test_expired_job_not_dialed(void **state)
+{
+	/* A job that comes after its dial deadline (held back in the outbox or
+	 * the queue) is not dialed: its call goes back to PENDING, to be dialed
+	 * at a new paced slot, and the attempt does not count. */
+	struct fx f;
+	json_t *r;
+
+	(void)state;
+	fx_new(&f, "IN_PROGRESS", "3");
+	exec_params("UPDATE call_attempts SET dial_deadline = now() - interval '1 second' WHERE id = $1", 1,
+		    (const char *const[]){f.att});
+	fx_publish(&f);
+	r = wait_result(f.att, "dial.result");
+	assert_string_equal(field(r, "outcome"), "skipped");
+	assert_string_equal(field(r, "reason"), "expired");
+	assert_int_equal(sim_calls_to(f.phone), 0);
+	assert_string_equal(db_str("SELECT status || '/' || attempts FROM calls WHERE id = $1", f.call_id),
+			    "PENDING/0");
+	assert_string_equal(db_str("SELECT status || '/' || outcome FROM call_attempts WHERE id = $1", f.att),
+			    "ENDED/released");
+	assert_string_equal(db_str("SELECT pending || '/' || queued FROM campaigns WHERE id = $1", f.camp), "1/0");
+	fx_free(&f);
+
+	/* Before its deadline, it is dialed. */
+	fx_new(&f, "IN_PROGRESS", "3");
+	exec_params("UPDATE call_attempts SET dial_deadline = now() + interval '1 minute' WHERE id = $1", 1,
+		    (const char *const[]){f.att});
+	fx_publish(&f);
+	r = wait_result(f.att, "dial.result");
+	assert_string_equal(field(r, "outcome"), "accepted");
 	fx_free(&f);
 }
 
@@ -680,6 +780,8 @@ int main(void)
 		cmocka_unit_test(test_poison_jobs_dead_lettered),
 		cmocka_unit_test(test_reconcile),
 		cmocka_unit_test(test_hangup),
+		cmocka_unit_test(test_hangup_of_ended_call),
+		cmocka_unit_test(test_expired_job_not_dialed),
 		cmocka_unit_test(test_ready_and_metrics),
 	};
 

@@ -181,7 +181,13 @@ static void test_result_messages(void **state)
 		 "\"sequenceNumber\":\"2\"}", -EINVAL, 0},
 		{"{\"type\":\"call.status\",\"attemptId\":\"a\",\"callSid\":\"" SID "\",\"sequenceNumber\":2}", -EINVAL, 0},
 		{"{\"type\":\"reconcile.result\",\"attemptId\":\"a\",\"found\":false}", 0, SCHED_MSG_RECONCILE},
-		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\"}", 0, SCHED_MSG_IGNORE},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\"}", 0, SCHED_MSG_HANGUP},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\",\"ended\":true,\"callSid\":\"" SID "\","
+		 "\"callStatus\":\"completed\"}", 0, SCHED_MSG_HANGUP},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\",\"hungUp\":true,\"callSid\":\"" SID "\"}", 0,
+		 SCHED_MSG_HANGUP},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\",\"ended\":true}", -EINVAL, 0},
+		{"{\"type\":\"hangup.result\",\"attemptId\":\"a\",\"hungUp\":true,\"callSid\":\"CA12\"}", -EINVAL, 0},
 		{"{\"type\":\"dial\",\"attemptId\":\"a\"}", -EINVAL, 0},
 		{"{\"type\":\"hangup.result\"}", -EINVAL, 0},
 		{"{\"type\":\"hangup.result\",\"attemptId\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -221,6 +227,41 @@ static void test_result_status_fields(void **state)
 	assert_string_equal(sched_outcome(m.status, m.answered_by, 30, true, false), "voicemail");
 }
 
+/* A hang-up or reconcile result carries the carrier's call resource, whose
+ * duration is a string; what it says reaches the outcome. */
+static void test_result_call_resource_fields(void **state)
+{
+	static const struct {
+		const char *duration;
+		long want;
+	} cases[] = {
+		{"\"duration\":\"42\"", 42},
+		{"\"duration\":42", 42},
+		{"\"duration\":\"\"", 0},
+		{"\"duration\":\"4x\"", 0},
+		{"\"duration\":\"-5\"", 0},
+		{"\"duration\":\"9999999999\"", 0},
+		{"\"duration\":null", 0},
+		{"\"callDuration\":7,\"duration\":\"42\"", 7},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char body[512];
+		struct sched_message m;
+
+		snprintf(body, sizeof(body),
+			 "{\"type\":\"hangup.result\",\"attemptId\":\"a\",\"ended\":true,\"callSid\":\"" SID "\","
+			 "\"callStatus\":\"completed\",%s}",
+			 cases[i].duration);
+		assert_int_equal(sched_message_parse(body, strlen(body), &m), 0);
+		assert_true(m.ended);
+		assert_false(m.hung_up);
+		if (m.duration != cases[i].want)
+			fail_msg("%s: duration %ld, want %ld", cases[i].duration, m.duration, cases[i].want);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -228,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_pacing_no_burst_after_idle),
 		cmocka_unit_test(test_outcomes),
 		cmocka_unit_test(test_result_messages),
+		cmocka_unit_test(test_result_call_resource_fields),
 		cmocka_unit_test(test_result_status_fields),
 	};
 

@@ -507,6 +507,30 @@ static void test_answers(void **state)
 	assert_false(f.found);
 	assert_int_equal(worker_reconcile_pick("{\"calls\":{}}", &f), -EINVAL);
 	assert_int_equal(worker_reconcile_pick("nope", &f), -EINVAL);
+
+	/* One call, as a hang-up asks for it first. */
+	assert_int_equal(worker_call_parse("{\"sid\":\"CA9\",\"status\":\"completed\",\"duration\":\"42\","
+					   "\"answered_by\":\"machine_start\"}",
+					   &f),
+			 0);
+	assert_true(f.found);
+	assert_string_equal(f.sid, "CA9");
+	assert_string_equal(f.status, "completed");
+	assert_int_equal(f.duration, 42);
+	assert_string_equal(f.answered_by, "machine_start");
+	assert_int_equal(worker_call_parse("{\"sid\":\"CA9\",\"status\":\"in-progress\",\"duration\":null}", &f),
+			 0);
+	assert_int_equal(f.duration, -1);
+	assert_string_equal(f.answered_by, "");
+	assert_int_equal(worker_call_parse("{\"status\":\"completed\"}", &f), -EINVAL);
+	assert_int_equal(worker_call_parse("[]", &f), -EINVAL);
+	assert_int_equal(worker_call_parse(NULL, &f), -EINVAL);
+	for (size_t i = 0; i < 5; i++)
+		assert_true(worker_status_ended((const char *[]){"completed", "busy", "no-answer", "failed",
+								 "canceled"}[i]));
+	assert_false(worker_status_ended("in-progress"));
+	assert_false(worker_status_ended("ringing"));
+	assert_false(worker_status_ended("queued"));
 }
 
 int main(void)
