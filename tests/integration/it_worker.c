@@ -728,6 +728,10 @@ static void test_expired_job_not_dialed(void **state)
 	fx_new(&f, "IN_PROGRESS", "3");
 	exec_params("UPDATE call_attempts SET dial_deadline = now() - interval '1 second' WHERE id = $1", 1,
 		    (const char *const[]){f.att});
+	/* The campaign's next paced slot is an hour away, so the scheduler
+	 * keeps the released call PENDING while this is checked. */
+	exec_params("UPDATE campaigns SET next_dial_at = now() + interval '1 hour' WHERE id = $1", 1,
+		    (const char *const[]){f.camp});
 	fx_publish(&f);
 	r = wait_result(f.att, "dial.result");
 	assert_string_equal(field(r, "outcome"), "skipped");
