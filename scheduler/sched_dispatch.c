@@ -19,7 +19,7 @@ static const char SQL_RUNNING[] =
 	" c.call_timeout_minutes, f.voice_url, c.organization_id,"
 	" (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 	" FROM campaigns c JOIN flows f ON f.id = c.flow_id"
-	" WHERE c.status = 'IN_PROGRESS' AND c.snapshot_done AND c.pending > 0"
+	" WHERE c.status = 'IN_PROGRESS' AND c.pending > 0"
 	" ORDER BY c.next_dial_at NULLS FIRST LIMIT 2000 FOR UPDATE OF c SKIP LOCKED";
 
 /* Claims up to $2 due calls of campaign $1 (due retries first, then fresh

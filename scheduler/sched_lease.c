@@ -44,7 +44,7 @@ bool sched_lease_tick(struct sched_ctx *s, PGconn *db)
 		r = dl_db_exec(db, SQL_LEASE_RENEW, 3, p, NULL);
 		if (r != NULL && PQntuples(r) == 1) {
 			/* Counted from before the call: the database's clock started earlier still. */
-			s->lease_until = started + s->cfg->scheduler_lease_s * 1000 - 500;
+			__atomic_store_n(&s->lease_until, started + s->cfg->scheduler_lease_s * 1000 - 500, __ATOMIC_RELEASE);
 			PQclear(r);
 			return true;
 		}
@@ -52,7 +52,7 @@ bool sched_lease_tick(struct sched_ctx *s, PGconn *db)
 		if (started < s->lease_until - 1000)
 			return true; /* a failed renewal; retry on the next tick while time remains */
 		dl_log_kv(DL_WARN, "lost the scheduler lease", "holder", s->holder, NULL);
-		s->term = 0;
+		__atomic_store_n(&s->term, 0, __ATOMIC_RELEASE);
 		s->leading = 0;
 		return false;
 	}
@@ -61,8 +61,8 @@ bool sched_lease_tick(struct sched_ctx *s, PGconn *db)
 
 		r = dl_db_exec(db, SQL_LEASE_ACQUIRE, 2, p, NULL);
 		if (r != NULL && PQntuples(r) == 1) {
-			s->term = atoll(PQgetvalue(r, 0, 0));
-			s->lease_until = started + s->cfg->scheduler_lease_s * 1000 - 500;
+			__atomic_store_n(&s->term, atoll(PQgetvalue(r, 0, 0)), __ATOMIC_RELEASE);
+			__atomic_store_n(&s->lease_until, started + s->cfg->scheduler_lease_s * 1000 - 500, __ATOMIC_RELEASE);
 			s->leading = 1;
 			snprintf(term, sizeof(term), "%lld", (long long)s->term);
 			dl_log_kv(DL_INFO, "leading the schedulers", "holder", s->holder, "term", term, NULL);
@@ -75,14 +75,16 @@ bool sched_lease_tick(struct sched_ctx *s, PGconn *db)
 
 bool sched_lease_check(struct sched_ctx *s, PGconn *db)
 {
+	/* Also called by the snapshot thread: the main thread writes these. */
+	int64_t held = __atomic_load_n(&s->term, __ATOMIC_ACQUIRE);
 	char term[24];
 	const char *p[2] = {s->holder, term};
 	PGresult *r;
 	bool ok;
 
-	if (s->term == 0 || dl_mono_ms() >= s->lease_until)
+	if (held == 0 || dl_mono_ms() >= __atomic_load_n(&s->lease_until, __ATOMIC_ACQUIRE))
 		return false;
-	snprintf(term, sizeof(term), "%lld", (long long)s->term);
+	snprintf(term, sizeof(term), "%lld", (long long)held);
 	r = dl_db_exec(db, SQL_LEASE_CHECK, 2, p, NULL);
 	ok = r != NULL && PQntuples(r) == 1;
 	PQclear(r);
@@ -100,6 +102,6 @@ void sched_lease_release(struct sched_ctx *s, PGconn *db)
 	snprintf(term, sizeof(term), "%lld", (long long)s->term);
 	r = dl_db_exec(db, SQL_LEASE_RELEASE, 2, p, NULL);
 	PQclear(r);
-	s->term = 0;
+	__atomic_store_n(&s->term, 0, __ATOMIC_RELEASE);
 	s->leading = 0;
 }

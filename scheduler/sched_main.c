@@ -15,7 +15,7 @@
 #include "scheduler.h"
 
 static struct sched_ctx sched;
-static pthread_t relay_thread, results_thread, commands_thread;
+static pthread_t relay_thread, results_thread, commands_thread, snapshot_thread;
 static int threads_started;
 
 int sched_db_connect(struct sched_ctx *s, PGconn **out)
@@ -57,6 +57,9 @@ static int sched_init(struct dl_service_ctx *svc)
 	if (pthread_create(&commands_thread, NULL, sched_commands_thread, &sched) != 0)
 		return -EAGAIN;
 	threads_started = 3;
+	if (pthread_create(&snapshot_thread, NULL, sched_snapshot_thread, &sched) != 0)
+		return -EAGAIN;
+	threads_started = 4;
 	return 0;
 }
 
@@ -102,6 +105,8 @@ static void sched_fini(struct dl_service_ctx *svc)
 		pthread_join(results_thread, NULL);
 	if (threads_started > 2)
 		pthread_join(commands_thread, NULL);
+	if (threads_started > 3)
+		pthread_join(snapshot_thread, NULL);
 }
 
 static bool sched_ready(struct dl_service_ctx *svc, char *why, size_t whylen)

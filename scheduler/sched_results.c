@@ -249,6 +249,7 @@ static int wake(struct sched_ctx *s, PGconn *db, const char *body, size_t len)
 	(void)body;
 	(void)len;
 	s->wake = 1;
+	__atomic_store_n(&s->snapshot_wake, 1, __ATOMIC_RELEASE);
 	return 0;
 }
 

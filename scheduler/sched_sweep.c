@@ -1,7 +1,8 @@
 /* Housekeeping passes of the leader, each its own transaction that re-checks
- * the lease: scheduled starts, audience snapshots, cancels, quota pauses,
+ * the lease: scheduled starts, cancels, quota pauses,
  * call timeouts, reconciles of attempts whose outcome is unknown, and
- * completion. */
+ * completion. Audience snapshots have a thread of their own
+ * (sched_snapshot.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,28 +16,6 @@
 static const char SQL_SCHEDULED_START[] =
 	"UPDATE campaigns SET status = 'IN_PROGRESS', started_at = coalesce(started_at, now())"
 	" WHERE status = 'SCHEDULED' AND scheduled_at <= now() RETURNING id";
-static const char SQL_TO_SNAPSHOT[] =
-	"SELECT id, audience_id, status FROM campaigns WHERE NOT snapshot_done"
-	" AND status IN ('IN_PROGRESS', 'PAUSED', 'CANCELLED') ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED";
-/* One set-based statement: every contact of the audience becomes a call;
- * numbers on the organization's do-not-call list are SKIPPED. */
-static const char SQL_SNAPSHOT[] =
-	"WITH ins AS ("
-	"  INSERT INTO calls (campaign_id, contact_id, contact_name, phone_number, status, outcome, completed_at)"
-	"  SELECT $1, c.id, c.name, c.phone_number,"
-	"    CASE WHEN d.phone_number IS NULL THEN 'PENDING' ELSE 'SKIPPED' END,"
-	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE 'dnc' END,"
-	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE now() END"
-	"  FROM audience_contacts ac JOIN contacts c ON c.id = ac.contact_id"
-	"  LEFT JOIN dnc d ON d.organization_id = c.organization_id AND d.phone_number = c.phone_number"
-	"  WHERE ac.audience_id = $2 ORDER BY ac.added_at, ac.contact_id"
-	"  ON CONFLICT (campaign_id, contact_id) DO NOTHING RETURNING status)"
-	" UPDATE campaigns SET snapshot_done = true,"
-	"  total = total + (SELECT count(*) FROM ins),"
-	"  pending = pending + (SELECT count(*) FROM ins WHERE status = 'PENDING'),"
-	"  skipped = skipped + (SELECT count(*) FROM ins WHERE status = 'SKIPPED')"
-	" WHERE id = $1 RETURNING total";
-static const char SQL_SNAPSHOT_NONE[] = "UPDATE campaigns SET snapshot_done = true WHERE id = $1";
 static const char SQL_CANCEL_PENDING[] =
 	"WITH s AS (UPDATE calls SET status = 'SKIPPED', outcome = 'cancelled', completed_at = now()"
 	"  WHERE campaign_id IN (SELECT id FROM campaigns WHERE status = 'CANCELLED' AND pending > 0)"
@@ -131,52 +110,6 @@ static int step(struct sched_ctx *s, PGconn *db, const char *what, bool log_ids,
 	return rows;
 }
 
-static int snapshot(struct sched_ctx *s, PGconn *db)
-{
-	PGresult *r = NULL, *ins = NULL;
-	int rc = -EIO;
-
-	if (dl_db_cmd(db, "BEGIN") < 0)
-		return -EIO;
-	if (!sched_lease_check(s, db)) {
-		rc = 0;
-		goto out;
-	}
-	r = dl_db_exec(db, SQL_TO_SNAPSHOT, 0, NULL, NULL);
-	if (r == NULL)
-		goto out;
-	if (PQntuples(r) == 0) {
-		rc = 0;
-		goto out;
-	}
-	{
-		const char *p[2] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)};
-		int64_t t0 = dl_mono_ms();
-
-		/* A campaign cancelled before it ran has nothing to call. */
-		if (!strcmp(PQgetvalue(r, 0, 2), "CANCELLED"))
-			ins = dl_db_exec(db, SQL_SNAPSHOT_NONE, 1, p, NULL);
-		else
-			ins = dl_db_exec(db, SQL_SNAPSHOT, 2, p, NULL);
-		if (ins == NULL || dl_db_cmd(db, "COMMIT") < 0)
-			goto out;
-		if (PQntuples(ins) == 1) {
-			char ms[24];
-
-			snprintf(ms, sizeof(ms), "%lld", (long long)(dl_mono_ms() - t0));
-			dl_log_kv(DL_INFO, "audience snapshotted", "campaign_id", p[0], "calls",
-				  PQgetvalue(ins, 0, 0), "ms", ms, NULL);
-		}
-	}
-	rc = 1;
-out:
-	PQclear(r);
-	PQclear(ins);
-	if (PQtransactionStatus(db) != PQTRANS_IDLE)
-		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
-	return rc;
-}
-
 static int end_timed_out(struct sched_ctx *s, PGconn *db)
 {
 	PGresult *r = dl_db_exec(db, SQL_TIMED_OUT, 0, NULL, NULL);
@@ -209,15 +142,6 @@ int sched_sweep(struct sched_ctx *s, PGconn *db)
 	snprintf(reconcile, sizeof(reconcile), "%d", s->cfg->scheduler_reconcile_after_s);
 	if (step(s, db, "scheduled campaign started", true, SQL_SCHEDULED_START, 0, NULL) < 0)
 		return -EIO;
-	/* Snapshots first: a started campaign's first dial waits on it. */
-	for (int i = 0; i < 8; i++) {
-		int n = snapshot(s, db);
-
-		if (n < 0)
-			return -EIO;
-		if (n == 0)
-			break;
-	}
 	if (step(s, db, "cancelled calls skipped", false, SQL_CANCEL_PENDING, 0, NULL) < 0 ||
 	    step(s, db, "campaign paused: no call minutes left", true, SQL_QUOTA_PAUSE, 0, NULL) < 0 ||
 	    step(s, db, "timed-out calls hung up", false, SQL_TIMEOUT_HANGUP, 4, hang) < 0 ||

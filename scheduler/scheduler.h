@@ -23,6 +23,7 @@ struct sched_ctx {
 	int64_t lease_until;   /* monotonic ms until which we may act as leader */
 	volatile int leading;  /* for /readyz and metrics */
 	volatile int wake;     /* set by the command consumer: act now */
+	int snapshot_wake;     /* the same for the snapshot thread (atomic) */
 };
 
 /* sched_main.c */
@@ -113,6 +114,9 @@ bool sched_sid_valid(const char *sid);
 int sched_apply(struct sched_ctx *s, PGconn *db, const char *body, size_t len);
 /* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
 void *sched_results_thread(void *arg);
+/* sched_snapshot.c: copies started campaigns' audiences into calls while
+ * this replica leads. */
+void *sched_snapshot_thread(void *arg);
 /* Thread body: consumes commands, waking the leader (arg: sched_ctx). */
 void *sched_commands_thread(void *arg);
 

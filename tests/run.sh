@@ -38,6 +38,9 @@ export DIALER_SCHEDULER_LEASE_S=${DIALER_SCHEDULER_LEASE_S:-3}
 # the longest a worker can take over one dial (request timeout and 429
 # resends), or a slow dial could be reconciled as never made.
 export DIALER_SCHEDULER_RECONCILE_AFTER_S=${DIALER_SCHEDULER_RECONCILE_AFTER_S:-12}
+# Audiences are copied 40 contacts a transaction, so every campaign of the
+# suites starts dialing mid-snapshot and crosses many chunk boundaries.
+export DIALER_SCHEDULER_SNAPSHOT_CHUNK=${DIALER_SCHEDULER_SNAPSHOT_CHUNK:-40}
 bash deploy/local/services.sh start "$run" || { say "could not start the services"; exit 1; }
 # shellcheck disable=SC1091
 source "$run/env"

@@ -44,6 +44,8 @@ BASE_ENV = {
     "DIALER_SCHEDULER_TICK_MS": "10",
     "DIALER_SCHEDULER_LEASE_S": "3",
     "DIALER_SCHEDULER_RECONCILE_AFTER_S": "12",
+    # audiences copied in chunks, so faults also land mid-snapshot
+    "DIALER_SCHEDULER_SNAPSHOT_CHUNK": "25",
     "DIALER_API_RATE_PER_MIN": "1000000",
     "DIALER_API_BULK_RATE_PER_MIN": "1000000",
     "DIALER_LOG_LEVEL": "info",

@@ -484,6 +484,78 @@ static void test_dnc_skipped(void **state)
 	}
 }
 
+static void test_snapshot_in_chunks(void **state)
+{
+	/* make test copies audiences 40 contacts a transaction
+	 * (DIALER_SCHEDULER_SNAPSHOT_CHUNK): 130 contacts, do-not-call numbers
+	 * in the first, a middle and the last chunk, and a contact added to the
+	 * audience after the start. Every contact of the audience at the start
+	 * becomes exactly one call, in order; the late one is not called. */
+	static const int dnc[] = {5, 45, 125};
+	struct run r;
+	int per_phone[512];
+	struct it_resp *p;
+	char late[20], path[160];
+	json_t *calls, *c;
+	size_t i;
+
+	(void)state;
+	setup_run(&r, 100000, 130, "1");
+	for (size_t k = 0; k < DL_ARRAY_LEN(dnc); k++) {
+		p = it_callf("POST", "/v1/dnc", r.org.key, "{\"phoneNumber\":\"%s\"}", r.phones[dnc[k]]);
+		it_expect(p, 201);
+		it_resp_free(p);
+	}
+	create_campaign(&r, "\"callsPerMinute\":600,\"maxConcurrentCalls\":20,\"maxRetries\":0");
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	it_phone(late, 1);
+	p = it_callf("POST", "/v1/contacts", r.org.key, "{\"phoneNumber\":\"%s\",\"name\":\"Late\"}", late);
+	it_expect(p, 201);
+	snprintf(path, sizeof(path), "/v1/audiences/%s/contacts", r.audience);
+	{
+		struct it_resp *add = it_callf("POST", path, r.org.key, "{\"contactIds\":[\"%s\"]}", it_str(p, "id"));
+
+		it_expect(add, 200);
+		it_resp_free(add);
+	}
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 60000);
+	expect_counts_add_up(&r, 130);
+	p = progress(&r);
+	assert_int_equal(it_int(p, "skipped"), 3);
+	assert_int_equal(it_int(p, "completed"), 127);
+	it_resp_free(p);
+	calls = all_calls(&r);
+	assert_int_equal(json_array_size(calls), 130);
+	memset(per_phone, 0, sizeof(per_phone));
+	json_array_foreach(calls, i, c) {
+		const char *ph = json_string_value(json_object_get(c, "phoneNumber"));
+
+		assert_string_not_equal(ph, late);
+		for (int k = 0; k < r.n; k++)
+			if (!strcmp(ph, r.phones[k]))
+				per_phone[k]++;
+	}
+	json_decref(calls);
+	for (int k = 0; k < r.n; k++)
+		if (per_phone[k] != 1)
+			fail_msg("contact %d has %d calls", k, per_phone[k]);
+	/* The carrier saw every contact once but the do-not-call ones, and
+	 * never the late one. */
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), 127);
+	for (int k = 0; k < r.n; k++) {
+		bool listed = k == dnc[0] || k == dnc[1] || k == dnc[2];
+
+		if (per_phone[k] != (listed ? 0 : 1))
+			fail_msg("contact %d dialed %d times", k, per_phone[k]);
+	}
+	snprintf(r.phones[0], sizeof(r.phones[0]), "%s", late);
+	r.n = 1;
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), 0);
+}
+
 static void test_quota_pauses(void **state)
 {
 	/* One call minute: the first answered call (30 s) uses it up, and the
@@ -622,7 +694,7 @@ int main(void)
 		cmocka_unit_test(test_concurrency_cap),      cmocka_unit_test(test_pause_resume_cancel),
 		cmocka_unit_test(test_dnc_skipped),          cmocka_unit_test(test_quota_pauses),
 		cmocka_unit_test(test_scheduled_start),      cmocka_unit_test(test_empty_audience_completes),
-		cmocka_unit_test(test_retry_spacing),
+		cmocka_unit_test(test_retry_spacing),        cmocka_unit_test(test_snapshot_in_chunks),
 	};
 
 	return cmocka_run_group_tests_name("campaign execution", tests, NULL, NULL);
