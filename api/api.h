@@ -40,6 +40,12 @@ struct api_ctx {
 	int import_threads_started;
 };
 
+/* A timestamptz column as the API's ISO 8601 UTC text: the database's
+ * iso_utc() written out, because a call of that SQL function is not inlined
+ * (declared IMMUTABLE over the STABLE to_char) and cost a campaign list a
+ * third of its database time. */
+#define API_ISO_UTC(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 #define API_MAX_PARAMS 4
 
 /* One request as a handler sees it. */

@@ -76,7 +76,7 @@ static bool authenticate(struct api_call *c)
 		return true;
 	if (api_db(c) == NULL)
 		return false;
-	r = dl_db_exec(c->db, SQL_KEY_LOOKUP, 1, params, NULL);
+	r = dl_db_exec_prepared(c->db, SQL_KEY_LOOKUP, 1, params, NULL);
 	if (r == NULL) {
 		api_db_failed(c);
 		return false;
