@@ -19,6 +19,11 @@
 enum api_rate_class { API_RATE_DEFAULT = 0, API_RATE_BULK = 1, API_RATE_NONE = 2 };
 
 struct api_ratelimit;
+struct api_keycache;
+
+/* How long a verified API key is trusted without asking the database again:
+ * a revoked key is refused at the latest this long after its revocation. */
+#define API_KEY_CACHE_TTL_MS 1000
 
 struct api_ctx {
 	struct dl_service_ctx *svc;
@@ -26,6 +31,7 @@ struct api_ctx {
 	struct dl_db_pool *db;
 	struct dl_httpd *httpd;
 	struct api_ratelimit *rl;
+	struct api_keycache *keys;
 	char *openapi;
 	size_t openapi_len;
 	pthread_t outbox_thread;
@@ -33,6 +39,12 @@ struct api_ctx {
 	pthread_t *import_threads;
 	int import_threads_started;
 };
+
+/* A timestamptz column as the API's ISO 8601 UTC text: the database's
+ * iso_utc() written out, because a call of that SQL function is not inlined
+ * (declared IMMUTABLE over the STABLE to_char) and cost a campaign list a
+ * third of its database time. */
+#define API_ISO_UTC(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 #define API_MAX_PARAMS 4
 
@@ -88,6 +100,20 @@ void api_ratelimit_free(struct api_ratelimit *rl);
  * and *retry_after_s says when the next one will be allowed. */
 bool api_ratelimit_take(struct api_ratelimit *rl, const char *key, enum api_rate_class cls,
 			int64_t now_ms, int *retry_after_s);
+
+/* api_keycache.c: recently verified API keys, by the hex SHA-256 of the key.
+ * A ttl_ms <= 0 holds nothing. */
+int api_keycache_new(int ttl_ms, struct api_keycache **out) DL_WUR;
+void api_keycache_free(struct api_keycache *kc);
+/* True, with org and key_id written, when hash was verified less than the
+ * TTL before now_ms. */
+bool api_keycache_get(struct api_keycache *kc, const char *hash, int64_t now_ms, char org[DL_ID_MAX],
+		      char key_id[DL_ID_MAX]);
+/* Records that the database accepted hash for org and key_id in a lookup
+ * that began at looked_up_ms (the TTL counts from there, so a revocation
+ * committed during the lookup is still honoured within the TTL). */
+void api_keycache_put(struct api_keycache *kc, const char *hash, const char *org, const char *key_id,
+		      int64_t looked_up_ms);
 
 /* api_valid.c: request validation, no I/O. Each check writes a message that
  * names the field and says what is wrong, and returns false. */

@@ -9,10 +9,10 @@
 #include "dl_log.h"
 
 #define AUDIENCE_COLS \
-	"id, name, description, contact_count, iso_utc(created_at), iso_utc(updated_at)"
+	"id, name, description, contact_count, " API_ISO_UTC("created_at") ", " API_ISO_UTC("updated_at")
 #define MEMBER_COLS                                                                    \
-	"c.id, c.phone_number, c.name, c.language, c.metadata::text, iso_utc(c.created_at)," \
-	" iso_utc(c.updated_at)"
+	"c.id, c.phone_number, c.name, c.language, c.metadata::text, " API_ISO_UTC("c.created_at") "," \
+	" " API_ISO_UTC("c.updated_at")
 /* Contact ids are "ct_" and 24 chars; anything much longer is not one. */
 #define CONTACT_ID_MAX 64
 

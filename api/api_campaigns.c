@@ -10,8 +10,9 @@
 
 #define CAMPAIGN_COLS                                                                          \
 	"id, name, status, flow_id, audience_id, calls_per_minute, max_concurrent_calls,"        \
-	" max_retries, retry_delay_minutes, call_timeout_minutes, iso_utc(scheduled_at), timezone," \
-	" organization_id, iso_utc(created_at), iso_utc(started_at), iso_utc(completed_at), pause_reason"
+	" max_retries, retry_delay_minutes, call_timeout_minutes, " API_ISO_UTC("scheduled_at") ", timezone," \
+	" organization_id, " API_ISO_UTC("created_at") ", " API_ISO_UTC("started_at") ","            \
+	" " API_ISO_UTC("completed_at") ", pause_reason"
 
 static const char *const campaign_json[] = {
 	"id:s", "name:s", "status:s", "flowId:s", "audienceId:s", "callsPerMinute:i",
@@ -62,7 +63,7 @@ static const char SQL_CAMPAIGN_PROGRESS[] =
 	" FROM campaigns WHERE id = $1 AND organization_id = $2";
 static const char SQL_CAMPAIGN_CALLS[] =
 	"SELECT call_sid, contact_id, contact_name, phone_number, status, outcome, duration, attempts,"
-	" iso_utc(started_at), iso_utc(completed_at) FROM calls WHERE campaign_id = $1"
+	" " API_ISO_UTC("started_at") ", " API_ISO_UTC("completed_at") " FROM calls WHERE campaign_id = $1"
 	" ORDER BY id LIMIT $2 OFFSET $3";
 
 static const char *const call_json[] = {
@@ -363,7 +364,7 @@ void api_campaigns_progress(struct api_call *c)
 
 	if (api_db(c) == NULL)
 		return;
-	r = dl_db_exec(c->db, SQL_CAMPAIGN_PROGRESS, 2, params, NULL);
+	r = dl_db_exec_prepared(c->db, SQL_CAMPAIGN_PROGRESS, 2, params, NULL);
 	if (r == NULL)
 		return api_db_failed(c);
 	if (PQntuples(r) == 0) {
@@ -395,7 +396,7 @@ void api_campaigns_calls(struct api_call *c)
 		return api_bad_request(c, err);
 	if (api_db(c) == NULL)
 		return;
-	r = dl_db_exec(c->db, SQL_CAMPAIGN_PROGRESS, 2, params, NULL);
+	r = dl_db_exec_prepared(c->db, SQL_CAMPAIGN_PROGRESS, 2, params, NULL);
 	if (r == NULL)
 		return api_db_failed(c);
 	if (PQntuples(r) == 0) {
@@ -408,7 +409,7 @@ void api_campaigns_calls(struct api_call *c)
 	snprintf(off, sizeof(off), "%ld", (page - 1) * limit);
 	params[1] = lim;
 	params[2] = off;
-	r = dl_db_exec(c->db, SQL_CAMPAIGN_CALLS, 3, params, NULL);
+	r = dl_db_exec_prepared(c->db, SQL_CAMPAIGN_CALLS, 3, params, NULL);
 	if (r == NULL)
 		return api_db_failed(c);
 	dl_http_json(c->resp, 200, api_list(api_rows_json(r, call_json, NCOLS(call_json)), total, page, limit));

@@ -9,7 +9,7 @@
 #include "dl_log.h"
 
 #define CONTACT_COLS \
-	"id, phone_number, name, language, metadata, iso_utc(created_at), iso_utc(updated_at)"
+	"id, phone_number, name, language, metadata, " API_ISO_UTC("created_at") ", " API_ISO_UTC("updated_at")
 
 static const char *const contact_json[] = {
 	"id:s", "phoneNumber:s", "name:s", "language:s", "metadata:j", "createdAt:s", "updatedAt:s",
@@ -65,8 +65,8 @@ static const char SQL_CONTACT_BULK[] =
 	"), res AS ("
 	"  SELECT *, false AS inserted FROM upd UNION ALL SELECT *, true FROM ins"
 	")"
-	" SELECT r.id, r.phone_number, r.name, r.language, r.metadata, iso_utc(r.created_at),"
-	" iso_utc(r.updated_at), r.inserted"
+	" SELECT r.id, r.phone_number, r.name, r.language, r.metadata, " API_ISO_UTC("r.created_at") ","
+	" " API_ISO_UTC("r.updated_at") ", r.inserted"
 	" FROM input i JOIN res r ON r.phone_number = i.phone ORDER BY i.ord";
 
 #define NCOLS(a) ((int)DL_ARRAY_LEN(a))

@@ -6,7 +6,7 @@
 
 #include "api.h"
 
-#define DNC_COLS "phone_number, reason, iso_utc(created_at)"
+#define DNC_COLS "phone_number, reason, " API_ISO_UTC("created_at")
 
 static const char *const dnc_json[] = {"phoneNumber:s", "reason:s", "createdAt:s"};
 

@@ -4,7 +4,7 @@
 
 #include "api.h"
 
-#define FLOW_COLS "id, name, voice_url, iso_utc(created_at)"
+#define FLOW_COLS "id, name, voice_url, " API_ISO_UTC("created_at")
 
 static const char *const flow_json[] = {"id:s", "name:s", "voiceUrl:s", "createdAt:s"};
 

@@ -37,7 +37,7 @@
 
 #define IMPORT_COLS                                                                             \
 	"id, status, audience_id, total, processed, created, updated, failed, errors::text AS errors," \
-	" iso_utc(created_at) AS created_at_s, iso_utc(completed_at) AS completed_at_s"
+	" " API_ISO_UTC("created_at") " AS created_at_s, " API_ISO_UTC("completed_at") " AS completed_at_s"
 
 static const char *const import_json[] = {
 	"id:s", "status:s", "audienceId:s", "total:i", "processed:i", "created:i",

@@ -77,7 +77,7 @@ void api_respond_page(struct api_call *c, const char *sql_list, const char *sql_
 	params[n + 1] = off;
 	if (api_db(c) == NULL)
 		return;
-	r = dl_db_exec(c->db, sql_list, n + 2, params, NULL);
+	r = dl_db_exec_prepared(c->db, sql_list, n + 2, params, NULL);
 	if (r == NULL)
 		return api_db_failed(c);
 	if (PQntuples(r) > 0) {
@@ -104,7 +104,7 @@ void api_respond_one(struct api_call *c, const char *sql, const char *const *col
 
 	if (api_db(c) == NULL)
 		return;
-	r = dl_db_exec(c->db, sql, 2, params, NULL);
+	r = dl_db_exec_prepared(c->db, sql, 2, params, NULL);
 	if (r == NULL)
 		return api_db_failed(c);
 	if (PQntuples(r) == 0)

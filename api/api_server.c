@@ -53,13 +53,15 @@ void api_db_failed(struct api_call *c)
 		dl_http_error(c->resp, 500, "internal error; request id %s", c->req->request_id);
 }
 
-/* Resolves the x-api-key header to an organization; answers 401 itself. */
+/* Resolves the x-api-key header to an organization, from the keys verified
+ * within API_KEY_CACHE_TTL_MS or else the database; answers 401 itself. */
 static bool authenticate(struct api_call *c)
 {
 	const char *key = dl_http_header(c->req, "x-api-key");
 	char hash[65];
 	const char *params[1] = {hash};
 	PGresult *r;
+	int64_t now_ms;
 	size_t n;
 
 	n = key ? strlen(key) : 0;
@@ -69,9 +71,12 @@ static bool authenticate(struct api_call *c)
 	}
 	/* Only the hash is looked up: the key itself is never stored or logged. */
 	dl_sha256_hex(key, n, hash);
+	now_ms = dl_mono_ms();
+	if (api_keycache_get(c->api->keys, hash, now_ms, c->org_id, c->key_id))
+		return true;
 	if (api_db(c) == NULL)
 		return false;
-	r = dl_db_exec(c->db, SQL_KEY_LOOKUP, 1, params, NULL);
+	r = dl_db_exec_prepared(c->db, SQL_KEY_LOOKUP, 1, params, NULL);
 	if (r == NULL) {
 		api_db_failed(c);
 		return false;
@@ -86,6 +91,7 @@ static bool authenticate(struct api_call *c)
 	snprintf(c->org_id, sizeof(c->org_id), "%s", PQgetvalue(r, 0, 0));
 	snprintf(c->key_id, sizeof(c->key_id), "%s", PQgetvalue(r, 0, 1));
 	PQclear(r);
+	api_keycache_put(c->api->keys, hash, c->org_id, c->key_id, now_ms);
 	return true;
 }
 
@@ -292,7 +298,8 @@ static int api_init(struct dl_service_ctx *svc)
 	api->svc = svc;
 	api->cfg = cfg;
 	if (dl_db_pool_new(cfg->db_url, cfg->db_pool_size, cfg->db_connect_timeout_s, &api->db) < 0 ||
-	    api_ratelimit_new(cfg->api_rate_per_min, cfg->api_bulk_rate_per_min, &api->rl) < 0)
+	    api_ratelimit_new(cfg->api_rate_per_min, cfg->api_bulk_rate_per_min, &api->rl) < 0 ||
+	    api_keycache_new(API_KEY_CACHE_TTL_MS, &api->keys) < 0)
 		return -ENOMEM;
 	if (pthread_create(&api->outbox_thread, NULL, dl_outbox_relay, svc) != 0)
 		return -EAGAIN;
@@ -339,6 +346,7 @@ static void api_fini(struct dl_service_ctx *svc)
 		pthread_join(api->import_threads[i], NULL);
 	free(api->import_threads);
 	api_ratelimit_free(api->rl);
+	api_keycache_free(api->keys);
 	dl_db_pool_free(api->db);
 	free(api);
 	svc->state = NULL;

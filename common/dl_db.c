@@ -1,7 +1,10 @@
 #include "dl_db.h"
 
+#include <libpq-events.h>
+
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,44 @@ static void notice_quiet(void *arg, const char *msg)
 	(void)msg;
 }
 
+/* The statements prepared on one connection (dl_db_exec_prepared), held as
+ * libpq instance data so that they follow the connection: forgotten when it
+ * is reset (the server forgot them too), freed with it. */
+#define DL_DB_PREPARED_MAX 64
+
+struct prepared {
+	uint64_t hash;
+	const char *sql; /* the caller's static text */
+	bool stale;      /* the server's copy must be deallocated first */
+};
+
+struct prepared_set {
+	int n;
+	struct prepared s[DL_DB_PREPARED_MAX];
+};
+
+static const char EVENT_NAME[] = "dl_db";
+
+static int prepared_event(PGEventId id, void *info, void *arg)
+{
+	(void)arg;
+	if (id == PGEVT_REGISTER) {
+		PGEventRegister *e = info;
+		struct prepared_set *set = calloc(1, sizeof(*set));
+
+		return set != NULL && PQsetInstanceData(e->conn, prepared_event, set);
+	}
+	if (id == PGEVT_CONNRESET) {
+		struct prepared_set *set = PQinstanceData(((PGEventConnReset *)info)->conn, prepared_event);
+
+		if (set != NULL)
+			set->n = 0;
+	} else if (id == PGEVT_CONNDESTROY) {
+		free(PQinstanceData(((PGEventConnDestroy *)info)->conn, prepared_event));
+	}
+	return 1;
+}
+
 int dl_db_connect(const char *url, int timeout_s, PGconn **out)
 {
 	const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
@@ -44,6 +85,9 @@ int dl_db_connect(const char *url, int timeout_s, PGconn **out)
 		return -EIO;
 	}
 	PQsetNoticeProcessor(conn, notice_quiet, NULL);
+	/* Without it the connection only prepares nothing (dl_db_exec_prepared
+	 * then runs statements unprepared). */
+	DL_IGNORE(PQregisterEventProc(conn, prepared_event, EVENT_NAME, NULL));
 	*out = conn;
 	return 0;
 }
@@ -168,10 +212,10 @@ bool dl_db_pool_ping(struct dl_db_pool *pool)
 	return ok;
 }
 
-PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
-		     char sqlstate[6])
+/* Returns r when it succeeded, else clears it, logs (see dl_db_exec) and
+ * returns NULL. */
+static PGresult *checked(PGconn *conn, PGresult *r, const char *sql, char sqlstate[6])
 {
-	PGresult *r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = PQresultStatus(r);
 	const char *state;
 
@@ -195,6 +239,76 @@ PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *con
 	}
 	PQclear(r);
 	return NULL;
+}
+
+PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
+		     char sqlstate[6])
+{
+	return checked(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0), sql, sqlstate);
+}
+
+static uint64_t sql_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
+			      char sqlstate[6])
+{
+	struct prepared_set *set = PQinstanceData(conn, prepared_event);
+	struct prepared *p = NULL;
+	const char *state;
+	uint64_t h;
+	char name[24];
+	PGresult *r;
+
+	if (set == NULL)
+		return dl_db_exec(conn, sql, nparams, params, sqlstate);
+	h = sql_hash(sql);
+	for (int i = 0; i < set->n; i++) {
+		if (set->s[i].hash == h && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql))) {
+			p = &set->s[i];
+			break;
+		}
+	}
+	snprintf(name, sizeof(name), "dl_%016llx", (unsigned long long)h);
+	if (p == NULL || p->stale) {
+		if (p == NULL && set->n == DL_DB_PREPARED_MAX)
+			return dl_db_exec(conn, sql, nparams, params, sqlstate);
+		if (p != NULL) {
+			char dealloc[40];
+
+			snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", name);
+			if (dl_db_cmd(conn, dealloc) < 0) {
+				if (sqlstate)
+					snprintf(sqlstate, 6, "08000");
+				return NULL;
+			}
+		}
+		r = checked(conn, PQprepare(conn, name, sql, nparams, NULL), sql, sqlstate);
+		if (r == NULL)
+			return NULL;
+		PQclear(r);
+		if (p == NULL)
+			p = &set->s[set->n++];
+		p->hash = h;
+		p->sql = sql;
+		p->stale = false;
+	}
+	r = PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	if (state != NULL && !strcmp(state, "26000")) {
+		/* The server lost it: prepare it afresh next time. */
+		*p = set->s[--set->n];
+	} else if (state != NULL && !strcmp(state, "0A000")) {
+		/* A migration changed what it returns: replace it next time. */
+		p->stale = true;
+	}
+	return checked(conn, r, sql, sqlstate);
 }
 
 int dl_db_cmd(PGconn *conn, const char *sql)

@@ -31,6 +31,12 @@ bool dl_db_pool_ping(struct dl_db_pool *pool);
  * violations (class 23), which the caller then handles, are not logged. */
 PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *const *params,
 		     char sqlstate[6]);
+/* dl_db_exec for a hot statement: prepared on the connection the first time
+ * (named after a hash of sql, which must outlive the connection: a static
+ * string), then only bound and executed, so the server neither parses nor
+ * plans it again. Same results, logging and sqlstate as dl_db_exec. */
+PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
+			      char sqlstate[6]);
 /* Runs a statement that returns no rows; 0 or -EIO. */
 int dl_db_cmd(PGconn *conn, const char *sql) DL_WUR;
 /* True when the SQLSTATE means a retryable failure (serialization, deadlock,

@@ -260,6 +260,47 @@ static void test_ratelimit(void **state)
 	api_ratelimit_free(rl);
 }
 
+/* Verified keys are trusted for the TTL counted from the lookup's start,
+ * and never after; a key that shares another's slot only evicts it. */
+static void test_keycache(void **state)
+{
+	struct api_keycache *kc = NULL, *off = NULL;
+	char h1[65], h2[65], org[DL_ID_MAX], kid[DL_ID_MAX];
+
+	(void)state;
+	dl_sha256_hex("sk_live_one", 11, h1);
+	dl_sha256_hex("sk_live_two", 11, h2);
+	assert_int_equal(api_keycache_new(1000, &kc), 0);
+	assert_false(api_keycache_get(kc, h1, 5000, org, kid));
+	api_keycache_put(kc, h1, "org_a", "key_a", 5000);
+	assert_true(api_keycache_get(kc, h1, 5000, org, kid));
+	assert_string_equal(org, "org_a");
+	assert_string_equal(kid, "key_a");
+	assert_true(api_keycache_get(kc, h1, 5999, org, kid));
+	assert_false(api_keycache_get(kc, h1, 6000, org, kid));
+	assert_false(api_keycache_get(kc, h2, 5500, org, kid));
+	/* Same first digits, another key: a miss, not the other's organization. */
+	{
+		char h3[65];
+
+		memcpy(h3, h1, sizeof(h3));
+		h3[63] = h3[63] == '0' ? '1' : '0';
+		assert_false(api_keycache_get(kc, h3, 5500, org, kid));
+		api_keycache_put(kc, h3, "org_b", "key_b", 5500);
+		assert_true(api_keycache_get(kc, h3, 5500, org, kid));
+		assert_string_equal(org, "org_b");
+		assert_false(api_keycache_get(kc, h1, 5500, org, kid));
+	}
+	assert_false(api_keycache_get(kc, "short", 5500, org, kid));
+	api_keycache_free(kc);
+	/* A TTL of 0 holds nothing. */
+	assert_int_equal(api_keycache_new(0, &off), 0);
+	api_keycache_put(off, h1, "org_a", "key_a", 5000);
+	assert_false(api_keycache_get(off, h1, 5000, org, kid));
+	api_keycache_free(off);
+	api_keycache_free(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -267,6 +308,7 @@ int main(void)
 		cmocka_unit_test(test_paging),        cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_unknown_field_message_stays_utf8),
 		cmocka_unit_test(test_ratelimit),
+		cmocka_unit_test(test_keycache),
 	};
 
 	return cmocka_run_group_tests_name("campaign rules", tests, NULL, NULL);
