@@ -20,6 +20,15 @@ static const char SQL_RUNNING[] =
 	" (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 	" FROM campaigns c JOIN flows f ON f.id = c.flow_id"
 	" WHERE c.status = 'IN_PROGRESS' AND c.pending > 0"
+	/* Back-pressure: while a dial job of the campaign has waited for a
+	 * worker longer than half its lateness allowance ($1 ms), the workers
+	 * are behind; more jobs would only wait past their dial deadlines and
+	 * be refused. Its slots go by unused until the queue moves again. A
+	 * job waiting longer than reconcile_after_s ($2) counts as lost (say,
+	 * dead-lettered) and holds nothing back. */
+	" AND ($1::int = 0 OR NOT EXISTS (SELECT 1 FROM call_attempts a WHERE a.status = 'QUEUED'"
+	"  AND a.campaign_id = c.id AND a.created_at < now() - make_interval(secs => $1::int / 1000.0)"
+	"  AND a.created_at > now() - make_interval(secs => $2::int)))"
 	" ORDER BY c.next_dial_at NULLS FIRST LIMIT 2000 FOR UPDATE OF c SKIP LOCKED";
 
 /* Claims up to $2 due calls of campaign $1 (due retries first, then fresh
@@ -123,6 +132,7 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 int sched_dispatch(struct sched_ctx *s, PGconn *db)
 {
 	PGresult *camps = NULL;
+	char waited[16], lost[16];
 	int total = 0, r = -EIO;
 
 	if (dl_db_cmd(db, "BEGIN") < 0)
@@ -131,7 +141,9 @@ int sched_dispatch(struct sched_ctx *s, PGconn *db)
 		r = 0;
 		goto out;
 	}
-	camps = dl_db_exec(db, SQL_RUNNING, 0, NULL, NULL);
+	snprintf(waited, sizeof(waited), "%d", s->cfg->scheduler_dial_late_ms / 2);
+	snprintf(lost, sizeof(lost), "%d", s->cfg->scheduler_reconcile_after_s);
+	camps = dl_db_exec(db, SQL_RUNNING, 2, (const char *const[]){waited, lost}, NULL);
 	if (camps == NULL)
 		goto out;
 	for (int i = 0; i < PQntuples(camps); i++) {
