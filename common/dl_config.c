@@ -73,7 +73,7 @@ static const struct opt opts[] = {
 	I("scheduler", "lease_s", scheduler_lease_s, 10, 2, 600),
 	I("scheduler", "timeout_grace_s", scheduler_timeout_grace_s, 30, 0, 3600),
 	I("scheduler", "reconcile_after_s", scheduler_reconcile_after_s, 60, 1, 3600),
-	I("scheduler", "dial_late_ms", scheduler_dial_late_ms, 1000, 0, 3600000),
+	I("scheduler", "dial_late_ms", scheduler_dial_late_ms, 0, 0, 3600000),
 	I("scheduler", "snapshot_chunk", scheduler_snapshot_chunk, 50000, 1, 1000000),
 	I("worker", "max_in_flight", worker_max_in_flight, 200, 1, 100000),
 	I("worker", "connect_timeout_ms", worker_connect_timeout_ms, 3000, 100, 60000),
