@@ -37,8 +37,12 @@ static const char SQL_CHUNK[] =
 	"    CASE WHEN d.phone_number IS NULL THEN 'PENDING' ELSE 'SKIPPED' END,"
 	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE 'dnc' END,"
 	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE now() END"
-	"  FROM src JOIN contacts c ON c.id = src.contact_id"
-	"  LEFT JOIN dnc d ON d.organization_id = c.organization_id AND d.phone_number = c.phone_number"
+	/* Each contact by its key (OFFSET 0 keeps the planner from turning a
+	 * chunk into a scan of every contact of the database). */
+	"  FROM src CROSS JOIN LATERAL (SELECT id, name, phone_number, organization_id FROM contacts"
+	"    WHERE contacts.id = src.contact_id OFFSET 0) c"
+	"  LEFT JOIN LATERAL (SELECT phone_number FROM dnc WHERE dnc.organization_id = c.organization_id"
+	"    AND dnc.phone_number = c.phone_number OFFSET 0) d ON true"
 	"  WHERE src.added_at <= $6::timestamptz ORDER BY src.added_at, src.contact_id"
 	"  ON CONFLICT (campaign_id, contact_id) DO NOTHING RETURNING status),"
 	" last AS (SELECT added_at, contact_id FROM src ORDER BY added_at DESC, contact_id DESC LIMIT 1),"
