@@ -91,6 +91,12 @@ bool sched_lease_check(struct sched_ctx *s, PGconn *db)
 	return ok;
 }
 
+bool sched_lease_held(struct sched_ctx *s)
+{
+	return __atomic_load_n(&s->term, __ATOMIC_ACQUIRE) != 0 &&
+	       dl_mono_ms() < __atomic_load_n(&s->lease_until, __ATOMIC_ACQUIRE);
+}
+
 void sched_lease_release(struct sched_ctx *s, PGconn *db)
 {
 	char term[24];

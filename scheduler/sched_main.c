@@ -15,7 +15,9 @@
 #include "scheduler.h"
 
 static struct sched_ctx sched;
-static pthread_t relay_thread, results_thread, commands_thread, snapshot_thread;
+static pthread_t relay_thread, commands_thread, snapshot_thread;
+static pthread_t results_threads[SCHED_RESULTS_CONSUMERS_MAX];
+static int results_started;
 static int threads_started;
 
 int sched_db_connect(struct sched_ctx *s, PGconn **out)
@@ -51,8 +53,12 @@ static int sched_init(struct dl_service_ctx *svc)
 	if (pthread_create(&relay_thread, NULL, dl_outbox_relay, svc) != 0)
 		return -EAGAIN;
 	threads_started = 1;
-	if (pthread_create(&results_thread, NULL, sched_results_thread, &sched) != 0)
-		return -EAGAIN;
+	/* Results of different attempts are independent, and those of one
+	 * attempt are applied as conditional transitions under its row lock:
+	 * several consumers apply them side by side. */
+	for (; results_started < svc->cfg.scheduler_results_consumers; results_started++)
+		if (pthread_create(&results_threads[results_started], NULL, sched_results_thread, &sched) != 0)
+			return -EAGAIN;
 	threads_started = 2;
 	if (pthread_create(&commands_thread, NULL, sched_commands_thread, &sched) != 0)
 		return -EAGAIN;
@@ -101,8 +107,8 @@ static void sched_fini(struct dl_service_ctx *svc)
 	svc->stop = 1;
 	if (threads_started > 0)
 		pthread_join(relay_thread, NULL);
-	if (threads_started > 1)
-		pthread_join(results_thread, NULL);
+	for (int i = 0; i < results_started; i++)
+		pthread_join(results_threads[i], NULL);
 	if (threads_started > 2)
 		pthread_join(commands_thread, NULL);
 	if (threads_started > 3)

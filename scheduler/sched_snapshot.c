@@ -3,7 +3,7 @@
  * campaign's audience becomes call rows a chunk at a time, in the
  * audience's order (added_at, contact_id): a small first chunk so that
  * dialing starts at once, then large ones. Each chunk is one set-based
- * statement in its own transaction that re-checks the lease; numbers on the
+ * statement in its own transaction; numbers on the
  * organization's do-not-call list become SKIPPED calls. Contacts added to
  * the audience after the campaign started are not part of it. */
 #include <errno.h>
@@ -70,12 +70,16 @@ static int snapshot_chunk(struct sched_ctx *s, PGconn *db)
 		PQclear(r);
 		return 0;
 	}
+	/* The lease is not locked here (a chunk would hold up its renewal):
+	 * a chunk copied by a replica that has just lost the lease is
+	 * harmless, as copying is idempotent (ON CONFLICT DO NOTHING, counts
+	 * from the rows actually inserted, the cursor only moves forward). */
+	if (!sched_lease_held(s)) {
+		PQclear(r);
+		return 0;
+	}
 	if (dl_db_cmd(db, "BEGIN") < 0)
 		goto out;
-	if (!sched_lease_check(s, db)) {
-		rc = 0;
-		goto out;
-	}
 	{
 		const char *id = PQgetvalue(r, 0, 0);
 		char chunk[16];
@@ -128,7 +132,7 @@ void *sched_snapshot_thread(void *arg)
 				continue;
 			}
 		}
-		if (__atomic_load_n(&s->leading, __ATOMIC_ACQUIRE))
+		if (sched_lease_held(s))
 			r = snapshot_chunk(s, db);
 		if (r < 0)
 			dl_sleep_ms(500, stop);

@@ -38,6 +38,9 @@ bool sched_lease_tick(struct sched_ctx *s, PGconn *db);
 /* Inside a transaction: locks the lease row shared and checks the term is
  * still ours, so no other leader can be elected until commit. */
 bool sched_lease_check(struct sched_ctx *s, PGconn *db);
+/* Whether this replica holds the lease as far as it knows, without asking
+ * the database (any thread). */
+bool sched_lease_held(struct sched_ctx *s);
 /* Gives the lease up (on a clean stop) so a standby takes over at once. */
 void sched_lease_release(struct sched_ctx *s, PGconn *db);
 
@@ -113,6 +116,7 @@ bool sched_sid_valid(const char *sid);
  * -EINVAL for a message that can never be applied. */
 int sched_apply(struct sched_ctx *s, PGconn *db, const char *body, size_t len);
 /* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
+#define SCHED_RESULTS_CONSUMERS_MAX 16
 void *sched_results_thread(void *arg);
 /* sched_snapshot.c: copies started campaigns' audiences into calls while
  * this replica leads. */
