@@ -414,10 +414,6 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->error);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
-	/* The carrier's answers are a few KB; curl's default 16 KB receive
-	 * buffer per request would be most of the worker's memory with a
-	 * thousand dials in flight. */
-	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
 	if (h->form != NULL) {
 		/* POSTFIELDS is not copied: h->form lives until the reset. */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->form);
