@@ -505,12 +505,20 @@ def wait_new_leader(s, old_holder, timeout):
     return None
 
 
-def inject_leader_kill9(s):
+def standby_and_leader(s):
+    """Starts a standby scheduler, lets the campaigns run a while, and
+    returns the lease holder (holder, pid), or None as a problem."""
     start_standby(s)
     s.wait_calls(40)
     cur = leader(s)
     if cur is None:
         s.problems.append("no scheduler holds the lease")
+    return cur
+
+
+def inject_leader_kill9(s):
+    cur = standby_and_leader(s)
+    if cur is None:
         return
     os.kill(cur[1], signal.SIGKILL)
     s.wait_gone(cur[1], 10)
@@ -526,11 +534,8 @@ def inject_leader_kill9(s):
 def inject_leader_freeze(s):
     """SIGSTOP of the leader past its lease (the standby takes over), then
     SIGCONT: the old leader must find it lost the lease and stand by."""
-    start_standby(s)
-    s.wait_calls(40)
-    cur = leader(s)
+    cur = standby_and_leader(s)
     if cur is None:
-        s.problems.append("no scheduler holds the lease")
         return
     os.kill(cur[1], signal.SIGSTOP)
     try:
