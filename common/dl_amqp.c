@@ -386,6 +386,13 @@ int dl_amqp_ack(struct dl_amqp *mq, uint64_t tag)
 	return 0;
 }
 
+int dl_amqp_ack_through(struct dl_amqp *mq, uint64_t tag)
+{
+	if (!mq->open || amqp_basic_ack(mq->conn, CHANNEL, tag, 1) != AMQP_STATUS_OK)
+		return lost(mq, "ack failed");
+	return 0;
+}
+
 int dl_amqp_nack(struct dl_amqp *mq, uint64_t tag, bool requeue)
 {
 	if (!mq->open || amqp_basic_nack(mq->conn, CHANNEL, tag, 0, requeue) != AMQP_STATUS_OK)

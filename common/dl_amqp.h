@@ -56,6 +56,8 @@ int dl_amqp_consume(struct dl_amqp *mq, const char *queue, int prefetch) DL_WUR;
 int dl_amqp_next(struct dl_amqp *mq, struct dl_amqp_msg *msg, int timeout_ms) DL_WUR;
 void dl_amqp_msg_done(struct dl_amqp *mq, struct dl_amqp_msg *msg);
 int dl_amqp_ack(struct dl_amqp *mq, uint64_t tag) DL_WUR;
+/* Acks every delivery up to and including tag. */
+int dl_amqp_ack_through(struct dl_amqp *mq, uint64_t tag) DL_WUR;
 int dl_amqp_nack(struct dl_amqp *mq, uint64_t tag, bool requeue) DL_WUR;
 /* Services heartbeats and broker frames for up to timeout_ms while idle;
  * 0, or -EIO when the connection is gone. */

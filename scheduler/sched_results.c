@@ -1,8 +1,13 @@
 /* Results of dial, reconcile and hang-up jobs, and the carrier's call-status
  * events, applied as conditional transitions: a duplicate or late message
- * changes nothing and a final state is never left. Each message is applied
- * in its own transaction and acknowledged after the commit. Any replica
- * applies results; only the leader dispatches. */
+ * changes nothing and a final state is never left. The messages a consumer
+ * has at hand (up to SCHED_BATCH_MAX) are applied in one transaction and
+ * acknowledged after its commit; the counters of the campaigns and the
+ * minutes of the organizations they touch are added up over the batch and
+ * written once each, in id order, just before the commit. When a batch
+ * fails on the database it is applied again one message per transaction,
+ * so one bad message cannot hold the others back. Any replica applies
+ * results; only the leader dispatches. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,35 +37,142 @@ static const char SQL_EVENT[] =
 	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
 	"  WHERE id = $1 RETURNING call_id)"
 	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
-static const char SQL_END[] = "SELECT dialer_end_attempt($1, $2, $3::int, $4::boolean, $5::int)";
+static const char SQL_END[] = "SELECT result, campaign_id, organization_id, left_status, minutes"
+			      " FROM dialer_end_call($1, $2, $3::int, $4::boolean, $5::int)";
+static const char SQL_COUNT[] = "SELECT dialer_count_calls($1, $2, $3, $4, $5, $6)";
+static const char SQL_CHARGE[] = "SELECT dialer_charge_minutes($1, $2)";
 static const char SQL_RELEASE[] = "SELECT dialer_release_attempt($1)";
 
-/* Ends attempt with outcome; 0 or -EIO. */
-static int end_attempt(struct sched_ctx *s, PGconn *db, const char *attempt, const char *outcome, long duration)
+/* What a batch changes in the rows its results share: per campaign, the
+ * calls that left QUEUED and IN_PROGRESS and those now PENDING, COMPLETED
+ * and FAILED; per organization, the minutes to charge. */
+enum { LEFT_QUEUED, LEFT_IN_PROGRESS, TO_PENDING, TO_COMPLETED, TO_FAILED, TALLY_COUNTS };
+struct tally_row {
+	char id[SCHED_MSG_STR];
+	long long v[TALLY_COUNTS];
+};
+struct tally {
+	int n_camp, n_org;
+	struct tally_row camp[SCHED_BATCH_MAX]; /* a message ends one attempt at most */
+	struct tally_row org[SCHED_BATCH_MAX];  /* v[0]: minutes */
+	int n_ended;
+	const char *ended[SCHED_BATCH_MAX];     /* outcomes (static strings), counted after the commit */
+};
+
+/* One delivery of a batch and what became of it. */
+struct batch_item {
+	struct dl_amqp_msg msg;
+	struct sched_message m;
+	int seq; /* order of arrival */
+	int r;   /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
+};
+
+static struct tally_row *tally_row(struct tally_row *rows, int *n, const char *id)
+{
+	for (int i = 0; i < *n; i++)
+		if (!strcmp(rows[i].id, id))
+			return &rows[i];
+	if (*n == SCHED_BATCH_MAX || strlen(id) >= sizeof(rows[0].id))
+		return NULL;
+	memset(&rows[*n], 0, sizeof(rows[0]));
+	strcpy(rows[*n].id, id);
+	return &rows[(*n)++];
+}
+
+static int by_id(const void *a, const void *b)
+{
+	return strcmp(((const struct tally_row *)a)->id, ((const struct tally_row *)b)->id);
+}
+
+/* Writes the batch's counters and minutes, each row once, in id order (so
+ * that two batches never wait on each other's rows crosswise); 0 or -EIO. */
+static int tally_flush(PGconn *db, struct tally *t)
+{
+	qsort(t->camp, (size_t)t->n_camp, sizeof(t->camp[0]), by_id);
+	qsort(t->org, (size_t)t->n_org, sizeof(t->org[0]), by_id);
+	for (int i = 0; i < t->n_camp; i++) {
+		char v[TALLY_COUNTS][24];
+		const char *p[1 + TALLY_COUNTS] = {t->camp[i].id, v[0], v[1], v[2], v[3], v[4]};
+		PGresult *r;
+
+		for (int k = 0; k < TALLY_COUNTS; k++)
+			snprintf(v[k], sizeof(v[k]), "%lld", t->camp[i].v[k]);
+		r = dl_db_exec_prepared(db, SQL_COUNT, 1 + TALLY_COUNTS, p, NULL);
+		if (r == NULL)
+			return -EIO;
+		PQclear(r);
+	}
+	for (int i = 0; i < t->n_org; i++) {
+		char minutes[24];
+		const char *p[2] = {t->org[i].id, minutes};
+		PGresult *r;
+
+		snprintf(minutes, sizeof(minutes), "%lld", t->org[i].v[0]);
+		r = dl_db_exec_prepared(db, SQL_CHARGE, 2, p, NULL);
+		if (r == NULL)
+			return -EIO;
+		PQclear(r);
+	}
+	return 0;
+}
+
+/* After the commit: the calls ended count in the metrics. */
+static void tally_done(struct tally *t)
+{
+	for (int i = 0; i < t->n_ended; i++) {
+		char labels[64];
+
+		snprintf(labels, sizeof(labels), "outcome=\"%s\"", t->ended[i]);
+		dl_metrics_add("dialer_calls_total", labels, 1);
+	}
+	t->n_camp = t->n_org = t->n_ended = 0;
+}
+
+/* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
+static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
+		       long duration)
 {
 	char dur[24], minute[16];
 	const char *p[5] = {attempt, outcome, dur, sched_outcome_retryable(outcome) ? "true" : "false", minute};
+	const char *result, *left;
+	struct tally_row *c, *o = NULL;
+	long long minutes;
 	PGresult *r;
 
 	snprintf(dur, sizeof(dur), "%ld", duration);
 	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
-	r = dl_db_exec(db, SQL_END, 5, p, NULL);
+	r = dl_db_exec_prepared(db, SQL_END, 5, p, NULL);
 	if (r == NULL)
 		return -EIO;
-	{
-		char labels[64];
-
-		snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
-		if (strcmp(PQgetvalue(r, 0, 0), "ignored"))
-			dl_metrics_add("dialer_calls_total", labels, 1);
+	result = PQgetvalue(r, 0, 0);
+	left = PQgetvalue(r, 0, 3);
+	minutes = atoll(PQgetvalue(r, 0, 4));
+	if (PQgetisnull(r, 0, 3)) {
+		PQclear(r);
+		return 0; /* ended already, or its call had moved on */
 	}
+	c = tally_row(t->camp, &t->n_camp, PQgetvalue(r, 0, 1));
+	if (minutes > 0)
+		o = tally_row(t->org, &t->n_org, PQgetvalue(r, 0, 2));
+	if (c == NULL || (minutes > 0 && o == NULL)) {
+		PQclear(r);
+		dl_log_kv(DL_ERROR, "result not applied: campaign or organization id too long", "attempt_id", attempt,
+			  NULL);
+		return -EIO;
+	}
+	c->v[!strcmp(left, "QUEUED") ? LEFT_QUEUED : LEFT_IN_PROGRESS]++;
+	c->v[!strcmp(result, "retry") ? TO_PENDING : !strcmp(result, "COMPLETED") ? TO_COMPLETED : TO_FAILED]++;
+	if (o != NULL)
+		o->v[0] += minutes;
+	if (t->n_ended < SCHED_BATCH_MAX)
+		t->ended[t->n_ended++] = outcome;
 	PQclear(r);
 	return 0;
 }
 
 static int exec1(PGconn *db, const char *sql, int n, const char *const *p)
 {
-	PGresult *r = dl_db_exec(db, sql, n, p, NULL);
+	PGresult *r = dl_db_exec_prepared(db, sql, n, p, NULL);
 
 	if (r == NULL)
 		return -EIO;
@@ -79,7 +191,8 @@ enum hang_src {
  * result) ends the attempt. A callback that ends a call completed or
  * canceled while its hang-up's result is awaited ends nothing: that result
  * says whether the carrier or our hang-up ended it (timeout). */
-static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_message *m, enum hang_src src)
+static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m,
+			enum hang_src src)
 {
 	const char *attempt = m->attempt, *outcome;
 	char seq_s[24];
@@ -87,7 +200,7 @@ static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_mess
 	PGresult *cur;
 	bool answered, hangup_sent, hung_up;
 
-	cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
+	cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
 	if (cur == NULL)
 		return -EIO;
 	if (PQntuples(cur) == 0 || !strcmp(PQgetvalue(cur, 0, 0), "ENDED") ||
@@ -109,10 +222,10 @@ static int apply_status(struct sched_ctx *s, PGconn *db, const struct sched_mess
 				hung_up);
 	if (outcome == NULL)
 		return 0;
-	return end_attempt(s, db, attempt, outcome, m->duration);
+	return end_attempt(s, db, t, attempt, outcome, m->duration);
 }
 
-static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message *m)
+static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m)
 {
 	const char *attempt = m->attempt;
 	const char *p[2] = {attempt, m->sid};
@@ -123,15 +236,15 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message
 	case SCHED_MSG_ACCEPTED:
 		return exec1(db, SQL_ACCEPT, 2, p);
 	case SCHED_MSG_INVALID_NUMBER:
-		return end_attempt(s, db, attempt, "invalid-number", 0);
+		return end_attempt(s, db, t, attempt, "invalid-number", 0);
 	case SCHED_MSG_AMBIGUOUS:
 		return exec1(db, SQL_AMBIGUOUS, 1, &attempt);
 	case SCHED_MSG_REFUSED:
-		return end_attempt(s, db, attempt, "failed", 0);
+		return end_attempt(s, db, t, attempt, "failed", 0);
 	case SCHED_MSG_STATUS:
-		return apply_status(s, db, m, HANG_EVENT);
+		return apply_status(s, db, t, m, HANG_EVENT);
 	case SCHED_MSG_RECONCILE: {
-		PGresult *cur = dl_db_exec(db, SQL_ATTEMPT, 1, &attempt, NULL);
+		PGresult *cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
 		bool unknown;
 
 		if (cur == NULL)
@@ -147,7 +260,7 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message
 			return -EINVAL;
 		if (exec1(db, SQL_ACCEPT, 2, p) < 0)
 			return -EIO;
-		return apply_status(s, db, m, HANG_EVENT);
+		return apply_status(s, db, t, m, HANG_EVENT);
 	}
 	case SCHED_MSG_HANGUP:
 		/* ended: the call was over before the hang-up (a lost or late
@@ -159,41 +272,96 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, const struct sched_message
 			return -EIO;
 		if (!m->has_status)
 			return 0; /* the final callback ends it */
-		return apply_status(s, db, m, m->ended ? HANG_NOT_US : HANG_US);
+		return apply_status(s, db, t, m, m->ended ? HANG_NOT_US : HANG_US);
 	}
 	return -EINVAL;
 }
 
-int sched_apply(struct sched_ctx *s, PGconn *db, const char *body, size_t len)
+/* Applies the batch's messages in order in the open transaction, then its
+ * tallies, and commits: 0 (each item's r set: 0 or -EINVAL), or -EIO with
+ * the transaction rolled back and nothing applied. */
+static int apply_txn(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item **items, int n)
 {
-	struct sched_message m;
-	int r;
+	int r = 0;
 
-	if (sched_message_parse(body, len, &m) < 0)
-		return -EINVAL;
+	t->n_camp = t->n_org = t->n_ended = 0;
 	if (dl_db_cmd(db, "BEGIN") < 0)
 		return -EIO;
-	r = apply_msg(s, db, &m);
+	for (int i = 0; i < n && r == 0; i++) {
+		int a = apply_msg(s, db, t, &items[i]->m);
+
+		if (a == -EIO)
+			r = -EIO;
+		else
+			items[i]->r = a;
+	}
+	if (r == 0 && tally_flush(db, t) < 0)
+		r = -EIO;
 	if (r == 0 && dl_db_cmd(db, "COMMIT") < 0)
 		r = -EIO;
 	if (PQtransactionStatus(db) != PQTRANS_IDLE)
 		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+	if (r == 0)
+		tally_done(t);
 	return r;
 }
 
-/* Shared loop of the two consumers: deliveries to handle(), acked after. */
-static void consume(struct sched_ctx *s, const char *queue, int prefetch,
-		    int (*handle)(struct sched_ctx *s, PGconn *db, const char *body, size_t len), bool need_db)
+static int by_attempt(const void *a, const void *b)
+{
+	const struct batch_item *x = *(struct batch_item *const *)a, *y = *(struct batch_item *const *)b;
+	int c = strcmp(x->m.attempt, y->m.attempt);
+
+	return c != 0 ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* Results: the batch in one transaction, its messages in attempt order (so
+ * that two batches lock the same attempts in the same order, and the
+ * messages of one attempt stay in their order of arrival); if it fails,
+ * one message a transaction. */
+static void apply_results(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item *items, int n)
+{
+	struct batch_item *order[SCHED_BATCH_MAX];
+	int k = 0;
+
+	for (int i = 0; i < n; i++) {
+		items[i].seq = i;
+		items[i].r = sched_message_parse(items[i].msg.env.message.body.bytes,
+						  items[i].msg.env.message.body.len, &items[i].m);
+		if (items[i].r == 0)
+			order[k++] = &items[i];
+	}
+	qsort(order, (size_t)k, sizeof(order[0]), by_attempt);
+	if (k == 0 || apply_txn(s, db, t, order, k) == 0)
+		return;
+	for (int i = 0; i < k; i++)
+		if (apply_txn(s, db, t, &order[i], 1) < 0)
+			order[i]->r = -EIO;
+}
+
+/* Shared loop of the two consumers: the deliveries at hand (up to
+ * SCHED_BATCH_MAX) to handle(), each acked after it is applied. */
+static void consume(struct sched_ctx *s, const char *queue,
+		    void (*handle)(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item *items, int n),
+		    bool need_db)
 {
 	volatile int *stop = &s->svc->stop;
+	struct batch_item *items = calloc(SCHED_BATCH_MAX, sizeof(*items));
+	struct tally *t = calloc(1, sizeof(*t));
 	struct dl_amqp mq;
 	PGconn *db = NULL;
 	bool consuming = false;
 
+	if (items == NULL || t == NULL) {
+		dl_log_kv(DL_ERROR, "consumer not started: out of memory", "queue", queue, NULL);
+		free(items);
+		free(t);
+		s->svc->stop = 1;
+		return;
+	}
 	dl_amqp_init(&mq, s->cfg);
 	while (!*stop) {
-		struct dl_amqp_msg msg;
-		int r;
+		bool all_ok = true;
+		int n = 0;
 
 		if (need_db && (db == NULL || PQstatus(db) != CONNECTION_OK)) {
 			PQfinish(db);
@@ -209,54 +377,65 @@ static void consume(struct sched_ctx *s, const char *queue, int prefetch,
 				break;
 		}
 		if (!consuming) {
-			if (dl_amqp_consume(&mq, queue, prefetch) < 0)
+			if (dl_amqp_consume(&mq, queue, SCHED_BATCH_MAX) < 0)
 				continue;
 			consuming = true;
 		}
-		r = dl_amqp_next(&mq, &msg, 500);
-		if (r <= 0)
+		if (dl_amqp_next(&mq, &items[0].msg, 500) <= 0)
 			continue;
-		r = handle(s, db, msg.env.message.body.bytes, msg.env.message.body.len);
-		sched_metrics_consumed(&msg.env.message.properties, r);
-		if (r == -EIO) {
-			/* Database trouble: give it back and slow down. */
-			DL_IGNORE(dl_amqp_nack(&mq, msg.env.delivery_tag, true));
-			dl_sleep_ms(500, stop);
-		} else {
-			if (r == -EINVAL) {
+		for (n = 1; n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &items[n].msg, 0) == 1; n++)
+			;
+		handle(s, db, t, items, n);
+		for (int i = 0; i < n; i++) {
+			sched_metrics_consumed(&items[i].msg.env.message.properties, items[i].r);
+			if (items[i].r == -EINVAL) {
 				dl_log_kv(DL_ERROR, "message dropped: not a valid result", "queue", queue, NULL);
 				dl_metrics_add("dialer_scheduler_results_invalid_total", "", 1);
 			}
-			DL_IGNORE(dl_amqp_ack(&mq, msg.env.delivery_tag));
+			all_ok = all_ok && items[i].r != -EIO;
 		}
-		dl_amqp_msg_done(&mq, &msg);
+		if (all_ok) {
+			DL_IGNORE(dl_amqp_ack_through(&mq, items[n - 1].msg.env.delivery_tag));
+		} else {
+			/* Database trouble: give those back and slow down. */
+			for (int i = 0; i < n; i++) {
+				uint64_t tag = items[i].msg.env.delivery_tag;
+
+				DL_IGNORE(items[i].r == -EIO ? dl_amqp_nack(&mq, tag, true) : dl_amqp_ack(&mq, tag));
+			}
+			dl_sleep_ms(500, stop);
+		}
+		for (int i = 0; i < n; i++)
+			dl_amqp_msg_done(&mq, &items[i].msg);
 	}
 	dl_amqp_close(&mq);
 	PQfinish(db);
+	free(items);
+	free(t);
 }
 
 void *sched_results_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
 
-	consume(s, s->cfg->amqp_results_queue, 64, sched_apply, true);
+	consume(s, s->cfg->amqp_results_queue, apply_results, true);
 	return NULL;
 }
 
-static int wake(struct sched_ctx *s, PGconn *db, const char *body, size_t len)
+static void wake(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item *items, int n)
 {
 	(void)db;
-	(void)body;
-	(void)len;
+	(void)t;
+	for (int i = 0; i < n; i++)
+		items[i].r = 0;
 	s->wake = 1;
 	__atomic_store_n(&s->snapshot_wake, 1, __ATOMIC_RELEASE);
-	return 0;
 }
 
 void *sched_commands_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
 
-	consume(s, s->cfg->amqp_commands_queue, 32, wake, false);
+	consume(s, s->cfg->amqp_commands_queue, wake, false);
 	return NULL;
 }

@@ -111,10 +111,9 @@ int sched_message_parse(const char *body, size_t len, struct sched_message *out)
 bool sched_sid_valid(const char *sid);
 
 /* sched_results.c */
-/* Applies one result or event message in its own transaction; 0 when
- * applied or ignored (duplicate, late, unknown), -EIO to retry later,
- * -EINVAL for a message that can never be applied. */
-int sched_apply(struct sched_ctx *s, PGconn *db, const char *body, size_t len);
+/* Messages a consumer applies in one transaction, at most (also its
+ * prefetch). */
+#define SCHED_BATCH_MAX 128
 /* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
 #define SCHED_RESULTS_CONSUMERS_MAX 16
 void *sched_results_thread(void *arg);
