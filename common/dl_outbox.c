@@ -43,7 +43,7 @@ int dl_outbox_add(PGconn *db, const char *exchange, const char *routing_key, con
 	params[2] = id;
 	params[3] = type;
 	params[4] = text;
-	r = dl_db_exec(db, SQL_OUTBOX_INSERT, 5, params, NULL);
+	r = dl_db_exec_prepared(db, SQL_OUTBOX_INSERT, 5, params, NULL);
 	free(text);
 	if (r == NULL)
 		return -EIO;

@@ -489,20 +489,33 @@ static void wk_db_failed(struct worker *w, const char *why)
 		w->db_backoff *= 2;
 }
 
-/* Runs the fence for attempt, waiting at most WK_FENCE_TIMEOUT_MS. Writes
- * the verdict ('dial', 'duplicate', 'expired', 'paused', 'cancelled'). 0, or -EIO
- * when there is no verdict (then the attempt must not be dialed). */
-static int wk_fence(struct worker *w, const char *attempt, char *verdict, size_t len)
+/* Runs the fence for the n attempts of batch (ids of [A-Za-z0-9_-], each
+ * once), waiting at most WK_FENCE_TIMEOUT_MS. Returns the verdicts, rows of
+ * (attempt, verdict: 'dial', 'duplicate', 'expired', 'paused',
+ * 'cancelled'), or NULL when there is no answer (then none may be dialed). */
+static PGresult *wk_fence(struct worker *w, struct wk_task *const *batch, int n)
 {
-	const char *params[2] = {attempt, w->id};
+	const char *params[2];
 	int64_t deadline = dl_mono_ms() + WK_FENCE_TIMEOUT_MS;
 	PGresult *res = NULL; /* owned */
-	char why[256];
-	int r = -EIO;
+	char why[256], *ids, *p;
 
 	if (wk_db(w) < 0)
-		return -EIO;
-	if (!PQsendQueryParams(w->db, "SELECT dialer_fence_attempt($1, $2)", 2, NULL, params, NULL, NULL, 0)) {
+		return NULL;
+	/* {"a","b",...}: the ids need no escaping. */
+	ids = malloc((size_t)n * (WK_ID_LEN + 3) + 3);
+	if (ids == NULL)
+		return NULL;
+	p = ids;
+	*p++ = '{';
+	for (int i = 0; i < n; i++)
+		p += sprintf(p, "%s\"%s\"", i ? "," : "", batch[i]->job.attempt_id);
+	*p++ = '}';
+	*p = '\0';
+	params[0] = ids;
+	params[1] = w->id;
+	if (!PQsendQueryParams(w->db, "SELECT attempt_id, verdict FROM dialer_fence_attempts($1::text[], $2)", 2,
+			       NULL, params, NULL, NULL, 0)) {
 		snprintf(why, sizeof(why), "%s", PQerrorMessage(w->db));
 		goto broken;
 	}
@@ -511,8 +524,8 @@ static int wk_fence(struct worker *w, const char *attempt, char *verdict, size_t
 		int64_t left = deadline - dl_mono_ms();
 
 		if (left <= 0) {
-			/* It may still commit: the attempt is then DIALING without a
-			 * call, which the scheduler reconciles. We never dial it. */
+			/* It may still commit: the attempts are then DIALING without
+			 * a call, which the scheduler reconciles. We never dial them. */
 			snprintf(why, sizeof(why), "no answer within %d ms", WK_FENCE_TIMEOUT_MS);
 			goto broken;
 		}
@@ -525,8 +538,10 @@ static int wk_fence(struct worker *w, const char *attempt, char *verdict, size_t
 			goto broken;
 		}
 	}
+	free(ids);
+	ids = NULL;
 	res = PQgetResult(w->db);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
 		snprintf(why, sizeof(why), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(w->db));
 		PQclear(res);
 		res = NULL;
@@ -534,24 +549,25 @@ static int wk_fence(struct worker *w, const char *attempt, char *verdict, size_t
 		while ((res = PQgetResult(w->db)) != NULL)
 			PQclear(res);
 		why[strcspn(why, "\n")] = '\0';
-		dl_log_kv(DL_WARN, "fence failed", "attemptId", attempt, "error", why, NULL);
+		dl_log_kv(DL_WARN, "fence failed", "error", why, NULL);
 		w->db_retry_at = dl_mono_ms() + w->db_backoff;
 		if (w->db_backoff < 5000)
 			w->db_backoff *= 2;
-		goto out;
+		return NULL;
 	}
-	snprintf(verdict, len, "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-	while ((res = PQgetResult(w->db)) != NULL)
-		PQclear(res);
+	{
+		PGresult *extra;
+
+		while ((extra = PQgetResult(w->db)) != NULL)
+			PQclear(extra);
+	}
 	w->db_backoff = 100;
-	r = 0;
-	goto out;
+	return res;
 broken:
+	free(ids);
 	why[strcspn(why, "\n")] = '\0';
 	wk_db_failed(w, why);
-out:
-	return r;
+	return NULL;
 }
 
 /* Acts on the fence's verdict for t. */
@@ -586,28 +602,59 @@ static void wk_verdict(struct wk_task *t, const char *verdict)
 	}
 }
 
-/* Fences every waiting dial, in arrival order, while the database answers;
- * a dial that waited too long for it goes back to the queue. */
+/* Attempts fenced in one round trip, at most. */
+#define WK_FENCE_BATCH 100
+
+/* Fences every waiting dial, WK_FENCE_BATCH at a time in arrival order,
+ * while the database answers; a dial that waited too long for it goes back
+ * to the queue. A second job of an attempt already in a batch waits for the
+ * next one (where it is a duplicate). */
 static void wk_fences(struct worker *w)
 {
+	struct wk_task *batch[WK_FENCE_BATCH];
 	int64_t now = dl_mono_ms();
 	bool db_down = false;
+	struct wk_task *t = w->tasks;
 
-	for (struct wk_task *t = w->tasks; t; t = t->next) {
-		char verdict[32];
+	while (t != NULL && !db_down) {
+		PGresult *res;
+		int n = 0;
 
-		if (t->state != WK_FENCE)
-			continue;
-		if (!db_down && wk_fence(w, t->job.attempt_id, verdict, sizeof(verdict)) == 0) {
-			wk_verdict(t, verdict);
-			continue;
+		for (; t != NULL && n < WK_FENCE_BATCH; t = t->next) {
+			bool again = false;
+
+			if (t->state != WK_FENCE)
+				continue;
+			for (int i = 0; i < n && !again; i++)
+				again = !strcmp(batch[i]->job.attempt_id, t->job.attempt_id);
+			if (!again)
+				batch[n++] = t;
 		}
-		db_down = true;
-		if (now - t->received_ms >= WK_FENCE_HOLD_MS) {
+		if (n == 0)
+			break;
+		res = wk_fence(w, batch, n);
+		if (res == NULL) {
+			db_down = true;
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			const char *verdict = NULL;
+
+			for (int k = 0; k < PQntuples(res) && verdict == NULL; k++)
+				if (!strcmp(PQgetvalue(res, k, 0), batch[i]->job.attempt_id) && !PQgetisnull(res, k, 1))
+					verdict = PQgetvalue(res, k, 1);
+			/* Not in the answer: refused, as an unknown verdict is. */
+			wk_verdict(batch[i], verdict != NULL ? verdict : "");
+		}
+		PQclear(res);
+	}
+	if (!db_down)
+		return;
+	for (t = w->tasks; t != NULL; t = t->next)
+		if (t->state == WK_FENCE && now - t->received_ms >= WK_FENCE_HOLD_MS) {
 			dl_log_kv(DL_WARN, "database unreachable; job requeued", "attemptId", t->job.attempt_id, NULL);
 			wk_finish(t, WK_REQUEUE);
 		}
-	}
 }
 
 /* Sends t's request (a create, hang-up or list). */

@@ -53,10 +53,9 @@ static int sched_init(struct dl_service_ctx *svc)
 	if (pthread_create(&relay_thread, NULL, dl_outbox_relay, svc) != 0)
 		return -EAGAIN;
 	threads_started = 1;
-	/* Results of different attempts are independent, and those of one
-	 * attempt are applied as conditional transitions under its row lock:
-	 * several consumers apply them side by side. */
-	for (; results_started < svc->cfg.scheduler_results_consumers; results_started++)
+	/* One consumer of results; it applies each batch on
+	 * scheduler.results_consumers threads of its own. */
+	for (; results_started < 1; results_started++)
 		if (pthread_create(&results_threads[results_started], NULL, sched_results_thread, &sched) != 0)
 			return -EAGAIN;
 	threads_started = 2;

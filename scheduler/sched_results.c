@@ -1,14 +1,18 @@
 /* Results of dial, reconcile and hang-up jobs, and the carrier's call-status
  * events, applied as conditional transitions: a duplicate or late message
- * changes nothing and a final state is never left. The messages a consumer
- * has at hand (up to SCHED_BATCH_MAX) are applied in one transaction and
- * acknowledged after its commit; the counters of the campaigns and the
- * minutes of the organizations they touch are added up over the batch and
- * written once each, in id order, just before the commit. When a batch
- * fails on the database it is applied again one message per transaction,
- * so one bad message cannot hold the others back. Any replica applies
- * results; only the leader dispatches. */
+ * changes nothing and a final state is never left. One consumer takes the
+ * messages at hand (up to SCHED_BATCH_MAX) and splits them by attempt over
+ * scheduler.results_consumers lanes, each a thread with its own connection
+ * that applies its share in one transaction; the batch is acknowledged
+ * after every lane committed. The counters of the campaigns and the minutes
+ * of the organizations a lane's share touches are added up and written
+ * once each, in id order, just before its commit. A share that fails on the
+ * database is applied again one message per transaction, so one bad message
+ * cannot hold the others back. Any replica applies results; only the leader
+ * dispatches. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +40,19 @@ static const char SQL_EVENT[] =
 	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"
 	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
 	"  WHERE id = $1 RETURNING call_id)"
+	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
+/* A call still going (queued, initiated, ringing, in progress): one
+ * conditional write, and none when it would change nothing but the
+ * sequence (a final status always comes last, so an older one cannot
+ * follow it unnoticed). */
+static const char SQL_PROGRESS[] =
+	"WITH a AS (UPDATE call_attempts SET last_sequence = greatest(last_sequence, $2::int),"
+	"  call_sid = coalesce(call_sid, $3),"
+	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"
+	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
+	"  WHERE id = $1 AND status <> 'ENDED' AND ($2::int < 0 OR last_sequence < $2::int)"
+	"  AND (status IN ('DIALING', 'UNKNOWN') OR call_sid IS NULL OR ($4 = 'in-progress' AND answered_at IS NULL))"
+	"  RETURNING call_id)"
 	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
 static const char SQL_END[] = "SELECT result, campaign_id, organization_id, left_status, minutes"
 			      " FROM dialer_end_call($1, $2, $3::int, $4::boolean, $5::int)";
@@ -200,6 +217,10 @@ static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const 
 	PGresult *cur;
 	bool answered, hangup_sent, hung_up;
 
+	if (src == HANG_EVENT && sched_outcome(m->status, NULL, 0, false, false) == NULL) {
+		snprintf(seq_s, sizeof(seq_s), "%ld", m->seq);
+		return exec1(db, SQL_PROGRESS, 4, p);
+	}
 	cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
 	if (cur == NULL)
 		return -EIO;
@@ -314,63 +335,136 @@ static int by_attempt(const void *a, const void *b)
 	return c != 0 ? c : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-/* Results: the batch in one transaction, its messages in attempt order (so
- * that two batches lock the same attempts in the same order, and the
- * messages of one attempt stay in their order of arrival); if it fails,
- * one message a transaction. */
-static void apply_results(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item *items, int n)
-{
-	struct batch_item *order[SCHED_BATCH_MAX];
-	int k = 0;
+/* A lane applies the messages of the attempts that hash to it, on its own
+ * connection: the lanes of a batch never wait on each other's attempts. */
+struct lane {
+	struct lanes *all;
+	pthread_t thread;
+	PGconn *db;
+	struct tally t;
+	struct batch_item *items[SCHED_BATCH_MAX];
+	int n;
+};
+struct lanes {
+	struct sched_ctx *s;
+	pthread_mutex_t mu;
+	pthread_cond_t work, done;
+	uint64_t round; /* bumped for each batch handed out */
+	int busy;       /* lanes still applying the current batch */
+	bool stop;
+	int k;
+	struct lane lane[SCHED_RESULTS_CONSUMERS_MAX];
+};
 
+/* The lane's messages in one transaction, in attempt order (another
+ * replica's consumer locks the same attempts in the same order, and the
+ * messages of one attempt stay in their order of arrival); if it fails, one
+ * message a transaction. */
+static void lane_apply(struct lane *l)
+{
+	struct sched_ctx *s = l->all->s;
+
+	if (l->n == 0)
+		return;
+	if (l->db == NULL || PQstatus(l->db) != CONNECTION_OK) {
+		PQfinish(l->db);
+		l->db = NULL;
+		if (sched_db_connect(s, &l->db) < 0) {
+			for (int i = 0; i < l->n; i++)
+				l->items[i]->r = -EIO;
+			return;
+		}
+	}
+	qsort(l->items, (size_t)l->n, sizeof(l->items[0]), by_attempt);
+	if (apply_txn(s, l->db, &l->t, l->items, l->n) == 0)
+		return;
+	for (int i = 0; i < l->n; i++)
+		if (apply_txn(s, l->db, &l->t, &l->items[i], 1) < 0)
+			l->items[i]->r = -EIO;
+}
+
+static void *lane_thread(void *arg)
+{
+	struct lane *l = arg;
+	struct lanes *all = l->all;
+	uint64_t seen = 0;
+
+	pthread_mutex_lock(&all->mu);
+	for (;;) {
+		while (!all->stop && all->round == seen)
+			pthread_cond_wait(&all->work, &all->mu);
+		if (all->stop)
+			break;
+		seen = all->round;
+		pthread_mutex_unlock(&all->mu);
+		lane_apply(l);
+		pthread_mutex_lock(&all->mu);
+		if (--all->busy == 0)
+			pthread_cond_signal(&all->done);
+	}
+	pthread_mutex_unlock(&all->mu);
+	PQfinish(l->db);
+	return NULL;
+}
+
+static uint32_t attempt_hash(const char *id)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *id; id++)
+		h = (h ^ (uint8_t)*id) * 16777619u;
+	return h;
+}
+
+/* Results: each valid message to the lane of its attempt; returns when all
+ * lanes are done with the batch. */
+static void apply_results(struct sched_ctx *s, void *ctx, struct batch_item *items, int n)
+{
+	struct lanes *all = ctx;
+
+	(void)s;
+	for (int i = 0; i < all->k; i++)
+		all->lane[i].n = 0;
 	for (int i = 0; i < n; i++) {
+		struct lane *l;
+
 		items[i].seq = i;
 		items[i].r = sched_message_parse(items[i].msg.env.message.body.bytes,
 						  items[i].msg.env.message.body.len, &items[i].m);
-		if (items[i].r == 0)
-			order[k++] = &items[i];
+		if (items[i].r < 0)
+			continue;
+		l = &all->lane[attempt_hash(items[i].m.attempt) % (uint32_t)all->k];
+		l->items[l->n++] = &items[i];
 	}
-	qsort(order, (size_t)k, sizeof(order[0]), by_attempt);
-	if (k == 0 || apply_txn(s, db, t, order, k) == 0)
-		return;
-	for (int i = 0; i < k; i++)
-		if (apply_txn(s, db, t, &order[i], 1) < 0)
-			order[i]->r = -EIO;
+	pthread_mutex_lock(&all->mu);
+	all->busy = all->k;
+	all->round++;
+	pthread_cond_broadcast(&all->work);
+	while (all->busy > 0)
+		pthread_cond_wait(&all->done, &all->mu);
+	pthread_mutex_unlock(&all->mu);
 }
 
 /* Shared loop of the two consumers: the deliveries at hand (up to
- * SCHED_BATCH_MAX) to handle(), each acked after it is applied. */
+ * SCHED_BATCH_MAX) to handle(), each acked or given back after. */
 static void consume(struct sched_ctx *s, const char *queue,
-		    void (*handle)(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item *items, int n),
-		    bool need_db)
+		    void (*handle)(struct sched_ctx *s, void *ctx, struct batch_item *items, int n), void *ctx)
 {
 	volatile int *stop = &s->svc->stop;
 	struct batch_item *items = calloc(SCHED_BATCH_MAX, sizeof(*items));
-	struct tally *t = calloc(1, sizeof(*t));
 	struct dl_amqp mq;
-	PGconn *db = NULL;
 	bool consuming = false;
 
-	if (items == NULL || t == NULL) {
+	if (items == NULL) {
 		dl_log_kv(DL_ERROR, "consumer not started: out of memory", "queue", queue, NULL);
-		free(items);
-		free(t);
 		s->svc->stop = 1;
 		return;
 	}
 	dl_amqp_init(&mq, s->cfg);
 	while (!*stop) {
 		bool all_ok = true;
-		int n = 0;
+		int n;
 
-		if (need_db && (db == NULL || PQstatus(db) != CONNECTION_OK)) {
-			PQfinish(db);
-			db = NULL;
-			if (sched_db_connect(s, &db) < 0) {
-				dl_sleep_ms(1000, stop);
-				continue;
-			}
-		}
 		if (!mq.open) {
 			consuming = false;
 			if (dl_amqp_ensure(&mq, stop) < 0)
@@ -385,7 +479,7 @@ static void consume(struct sched_ctx *s, const char *queue,
 			continue;
 		for (n = 1; n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &items[n].msg, 0) == 1; n++)
 			;
-		handle(s, db, t, items, n);
+		handle(s, ctx, items, n);
 		for (int i = 0; i < n; i++) {
 			sched_metrics_consumed(&items[i].msg.env.message.properties, items[i].r);
 			if (items[i].r == -EINVAL) {
@@ -409,23 +503,52 @@ static void consume(struct sched_ctx *s, const char *queue,
 			dl_amqp_msg_done(&mq, &items[i].msg);
 	}
 	dl_amqp_close(&mq);
-	PQfinish(db);
 	free(items);
-	free(t);
 }
 
 void *sched_results_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
+	struct lanes *all = calloc(1, sizeof(*all));
+	int started = 0;
 
-	consume(s, s->cfg->amqp_results_queue, apply_results, true);
+	if (all == NULL) {
+		dl_log_kv(DL_ERROR, "results not applied: out of memory", NULL);
+		s->svc->stop = 1;
+		return NULL;
+	}
+	all->s = s;
+	all->k = s->cfg->scheduler_results_consumers;
+	pthread_mutex_init(&all->mu, NULL);
+	pthread_cond_init(&all->work, NULL);
+	pthread_cond_init(&all->done, NULL);
+	for (; started < all->k; started++) {
+		all->lane[started].all = all;
+		if (pthread_create(&all->lane[started].thread, NULL, lane_thread, &all->lane[started]) != 0)
+			break;
+	}
+	if (started == all->k)
+		consume(s, s->cfg->amqp_results_queue, apply_results, all);
+	else {
+		dl_log_kv(DL_ERROR, "results not applied: could not start their threads", NULL);
+		s->svc->stop = 1;
+	}
+	pthread_mutex_lock(&all->mu);
+	all->stop = true;
+	pthread_cond_broadcast(&all->work);
+	pthread_mutex_unlock(&all->mu);
+	for (int i = 0; i < started; i++)
+		pthread_join(all->lane[i].thread, NULL);
+	pthread_mutex_destroy(&all->mu);
+	pthread_cond_destroy(&all->work);
+	pthread_cond_destroy(&all->done);
+	free(all);
 	return NULL;
 }
 
-static void wake(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item *items, int n)
+static void wake(struct sched_ctx *s, void *ctx, struct batch_item *items, int n)
 {
-	(void)db;
-	(void)t;
+	(void)ctx;
 	for (int i = 0; i < n; i++)
 		items[i].r = 0;
 	s->wake = 1;
@@ -436,6 +559,6 @@ void *sched_commands_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
 
-	consume(s, s->cfg->amqp_commands_queue, wake, false);
+	consume(s, s->cfg->amqp_commands_queue, wake, NULL);
 	return NULL;
 }

@@ -5,7 +5,8 @@
 -- by. The caller adds those up over its whole batch and applies them once
 -- per campaign and organization, in id order, just before its commit: the
 -- rows every result of a campaign shares are locked once per batch and for
--- a moment, and batches cannot deadlock on them.
+-- a moment, and batches cannot deadlock on them. The workers' fence takes
+-- many attempts at once in the same way (dialer_fence_attempts).
 
 -- Moves the counters of campaign p_campaign; its call leaves p_from
 -- (QUEUED or IN_PROGRESS, else nothing leaves) for p_to (PENDING on a
@@ -101,3 +102,85 @@ BEGIN
     END IF;
     RETURN e.result;
 END $$;
+
+-- The fence, for many attempts at once: a worker fences the dial jobs it
+-- holds in one round trip, and the counters of their campaigns move once
+-- per campaign, in id order, at the end (a dial moves a call from queued to
+-- in progress; a refused one back to pending or to skipped). The campaign's
+-- status is read, not locked: a dial fenced while a pause commits goes
+-- ahead, as it would have a moment earlier. Attempts are taken in id order;
+-- each appears once in the result. Otherwise as dialer_fence_attempt (0006).
+CREATE FUNCTION dialer_fence_attempts(p_attempts text[], p_worker text)
+RETURNS TABLE (attempt_id text, verdict text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    att text;
+    a record;
+    camp_status text;
+    camps text[] := '{}';
+    kinds text[] := '{}';
+    d record;
+BEGIN
+    FOR att IN SELECT DISTINCT x FROM unnest(p_attempts) AS x WHERE x IS NOT NULL ORDER BY 1 LOOP
+        attempt_id := att;
+        SELECT ca.status, ca.call_id, ca.campaign_id, ca.dial_deadline INTO a
+          FROM call_attempts ca WHERE ca.id = att FOR UPDATE;
+        IF NOT FOUND OR a.status <> 'QUEUED' THEN
+            verdict := 'duplicate';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        SELECT cp.status INTO camp_status FROM campaigns cp WHERE cp.id = a.campaign_id;
+        IF camp_status = 'IN_PROGRESS' AND (a.dial_deadline IS NULL OR clock_timestamp() <= a.dial_deadline) THEN
+            UPDATE call_attempts SET status = 'DIALING', dialed_at = now(), worker = p_worker WHERE id = att;
+            UPDATE calls SET status = 'IN_PROGRESS', started_at = coalesce(started_at, now())
+             WHERE id = a.call_id AND status = 'QUEUED';
+            IF FOUND THEN
+                camps := camps || a.campaign_id;
+                kinds := kinds || 'dial'::text;
+            END IF;
+            verdict := 'dial';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        -- Not running, or too late to keep the pace: the attempt never happened.
+        UPDATE call_attempts SET status = 'ENDED', outcome = 'released', ended_at = now() WHERE id = att;
+        IF camp_status = 'CANCELLED' THEN
+            UPDATE calls SET status = 'SKIPPED', outcome = 'cancelled', attempts = attempts - 1,
+                   completed_at = now()
+             WHERE id = a.call_id AND status = 'QUEUED';
+            IF FOUND THEN
+                camps := camps || a.campaign_id;
+                kinds := kinds || 'skip'::text;
+            END IF;
+            verdict := 'cancelled';
+            RETURN NEXT;
+            CONTINUE;
+        END IF;
+        -- Back to PENDING, keeping a retry's due time (it is already past).
+        UPDATE calls SET status = 'PENDING', attempts = attempts - 1,
+               next_attempt_at = CASE WHEN camp_status = 'IN_PROGRESS' THEN next_attempt_at END
+         WHERE id = a.call_id AND status = 'QUEUED';
+        IF FOUND THEN
+            camps := camps || a.campaign_id;
+            kinds := kinds || 'pend'::text;
+        END IF;
+        verdict := CASE WHEN camp_status = 'IN_PROGRESS' THEN 'expired' ELSE 'paused' END;
+        RETURN NEXT;
+    END LOOP;
+    FOR d IN SELECT c AS id, count(*) AS n, count(*) FILTER (WHERE k = 'dial') AS dialed,
+                    count(*) FILTER (WHERE k = 'skip') AS skipped, count(*) FILTER (WHERE k = 'pend') AS pended
+               FROM unnest(camps, kinds) AS u(c, k) GROUP BY c ORDER BY c LOOP
+        UPDATE campaigns SET queued = queued - d.n, in_progress = in_progress + d.dialed,
+               skipped = skipped + d.skipped, pending = pending + d.pended
+         WHERE id = d.id;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION dialer_fence_attempts(text[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dialer_fence_attempts(text[], text) TO dialer_worker;
+
+-- One attempt: the same.
+CREATE OR REPLACE FUNCTION dialer_fence_attempt(p_attempt text, p_worker text) RETURNS text
+LANGUAGE sql SECURITY DEFINER SET search_path = public AS $$
+    SELECT verdict FROM dialer_fence_attempts(ARRAY[p_attempt], p_worker);
+$$;

@@ -17,6 +17,7 @@
 #
 # Environment: DIALER_STACK_FAST=1  -> fsync/synchronous_commit/full_page_writes off
 #                                      (tests only; never for data you care about).
+#              DIALER_STACK_PG_STATS=1 -> pg_stat_statements loaded, nested statements tracked
 #
 # RUNDIR/infra.env (sourceable) exports DIALER_DB_URL, DIALER_DB_ADMIN_URL (superuser
 # postgres/postgres), DIALER_AMQP_URL, DIALER_AMQP_MGMT_URL, STACK_RUNDIR, STACK_PG_PORT,
@@ -345,6 +346,10 @@ pg_write_conf() {
             echo "fsync = off"
             echo "synchronous_commit = off"
             echo "full_page_writes = off"
+        fi
+        if [[ ${DIALER_STACK_PG_STATS:-} == 1 ]]; then
+            echo "shared_preload_libraries = 'pg_stat_statements'"
+            echo "pg_stat_statements.track = all"
         fi
     } >"$f"
     [[ $EUID -ne 0 ]] || chown "$PG_USER:" "$f"
