@@ -332,7 +332,7 @@ static size_t wk_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* The URL of request kind for job; malloc'd, NULL when out of memory. */
-static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const struct worker_job *job)
+static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const struct worker_held *job)
 {
 	char *url = NULL, *q = NULL;
 	size_t len = 0;
@@ -379,7 +379,7 @@ static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const 
 }
 
 int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum worker_req kind,
-			 const struct worker_job *job)
+			 const struct worker_held *job)
 {
 	const struct dl_config *cfg = c->cfg;
 	char *url = NULL; /* owned */
@@ -392,13 +392,17 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 		r = -EINVAL;
 		goto out;
 	}
+	if (kind == WORKER_REQ_CREATE && job->form == NULL) {
+		r = -EINVAL;
+		goto out;
+	}
 	url = wk_url(c, kind, job);
 	if (kind == WORKER_REQ_CREATE)
-		h->form = worker_form_create(job, cfg->carrier_from);
+		h->form = job->form;
 	else if (kind == WORKER_REQ_HANGUP)
-		h->form = strdup("Status=completed");
+		h->form = "Status=completed";
 	e = curl_easy_init();
-	if (url == NULL || e == NULL || ((kind == WORKER_REQ_CREATE || kind == WORKER_REQ_HANGUP) && h->form == NULL))
+	if (url == NULL || e == NULL)
 		goto out;
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -415,7 +419,7 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->error);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
 	if (h->form != NULL) {
-		/* POSTFIELDS is not copied: h->form lives until the reset. */
+		/* POSTFIELDS is not copied: h->form outlives the request. */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->form);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(h->form));
 	}
@@ -430,10 +434,8 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 out:
 	if (e != NULL)
 		curl_easy_cleanup(e);
-	if (r < 0) {
-		free(h->form);
+	if (r < 0)
 		h->form = NULL;
-	}
 	free(url);
 	return r;
 }
@@ -492,7 +494,6 @@ void worker_http_reset(struct worker_carrier *c, struct worker_http *h)
 		h->easy = NULL;
 		c->active--;
 	}
-	free(h->form);
 	free(h->body);
 	h->form = NULL;
 	h->body = NULL;
