@@ -10,6 +10,10 @@
 #include <string.h>
 #include <time.h>
 
+/* libcurl's receive buffer for an answer that is one call resource
+ * (CURL_MIN_READ_BUFFER_SIZE is 1024). */
+#define WK_RECV_BUFFER 1024L
+
 #ifndef DIALER_VERSION
 #define DIALER_VERSION "dev"
 #endif
@@ -418,6 +422,12 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->error);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
+	/* Answers other than a list are one call resource (a kilobyte or two;
+	 * the probe's page holds one): libcurl's default 16 KB receive buffer
+	 * each was most of a request's memory with a thousand in flight. A
+	 * longer answer only takes a few more reads. */
+	if (kind != WORKER_REQ_LIST)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, WK_RECV_BUFFER);
 	if (h->form != NULL) {
 		/* POSTFIELDS is not copied: h->form outlives the request. */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->form);
