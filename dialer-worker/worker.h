@@ -57,11 +57,31 @@ struct worker_job {
 	bool replayed;               /* republished from the dead-letter queue by dialerctl dlq */
 };
 
+/* What a job in flight keeps of its worker_job: its ids and what its carrier
+ * requests need. A dial's URLs (4 KB of caps) serve only the create's form,
+ * built once when the job is taken, so a thousand dials in flight do not
+ * hold 4 MB of mostly empty URL buffers. Zero it before first use. */
+struct worker_held {
+	enum worker_job_type type;
+	char message_id[WK_ID_LEN];
+	char attempt_id[WK_ID_LEN];
+	char campaign_id[WK_ID_LEN];
+	char to[WK_PHONE_LEN];       /* reconcile */
+	char call_sid[WK_SID_LEN];   /* hangup */
+	int64_t since_ms;            /* reconcile */
+	char *form;                  /* dial: the create's form (worker_form_create); owned */
+};
+
 /* Parses and validates one job body (untrusted, not NUL-terminated). Returns
  * 0 and fills *out, or -E2BIG (over WK_BODY_MAX) / -EINVAL (not JSON, wrong
  * shape, a field missing, of the wrong type or out of bounds) with the reason
  * in err. Pure: does not log, touches *out only on success. */
 int worker_job_parse(const char *body, size_t len, struct worker_job *out, char *err, size_t errlen) DL_WUR;
+/* Fills *out (zeroed) from job: the create's form for a dial, from being
+ * job->from or default_from. 0 or -ENOMEM (out untouched). Pure. */
+int worker_held_init(struct worker_held *out, const struct worker_job *job, const char *default_from) DL_WUR;
+/* Frees what held owns and zeroes it. */
+void worker_held_clear(struct worker_held *held);
 /* "dial", "hangup" or "reconcile". */
 const char *worker_job_type_name(enum worker_job_type type);
 
@@ -129,7 +149,7 @@ struct worker_http {
 	CURL *easy;          /* NULL when idle */
 	enum worker_req kind;
 	void *owner;         /* the caller's (the loop's task) */
-	char *form;          /* request body; owned */
+	const char *form;    /* request body, or NULL; not owned: it outlives the request */
 	char *body;          /* answer body, NUL-terminated; owned */
 	size_t len;
 	long status;         /* HTTP status; 0 when no answer came */
@@ -153,10 +173,11 @@ int worker_carrier_init(struct worker_carrier *c, const struct dl_config *cfg) D
 /* Frees the multi handle; requests still attached must be reset first. Takes a zeroed c. */
 void worker_carrier_fini(struct worker_carrier *c);
 /* Starts request kind for job (NULL for the probe) on an idle h: create
- * (from job or carrier.from), hang up, list by To since, or the probe (first
- * page of the account's calls). 0, or -ENOMEM / -EINVAL (nothing was sent). */
+ * (job->form, which must outlive the request), hang up, list by To since, or
+ * the probe (first page of the account's calls). 0, or -ENOMEM / -EINVAL
+ * (nothing was sent). */
 int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum worker_req kind,
-			 const struct worker_job *job) DL_WUR;
+			 const struct worker_held *job) DL_WUR;
 /* Waits up to timeout_ms for activity on the requests or on extra_fd (-1 for
  * none, e.g. the AMQP socket), then moves every request on. 0 or -EIO. */
 int worker_carrier_wait(struct worker_carrier *c, int extra_fd, int timeout_ms) DL_WUR;

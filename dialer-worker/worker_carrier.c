@@ -10,6 +10,10 @@
 #include <string.h>
 #include <time.h>
 
+/* libcurl's receive buffer for an answer that is one call resource
+ * (CURL_MIN_READ_BUFFER_SIZE is 1024). */
+#define WK_RECV_BUFFER 1024L
+
 #ifndef DIALER_VERSION
 #define DIALER_VERSION "dev"
 #endif
@@ -332,7 +336,7 @@ static size_t wk_on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* The URL of request kind for job; malloc'd, NULL when out of memory. */
-static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const struct worker_job *job)
+static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const struct worker_held *job)
 {
 	char *url = NULL, *q = NULL;
 	size_t len = 0;
@@ -379,7 +383,7 @@ static char *wk_url(const struct worker_carrier *c, enum worker_req kind, const 
 }
 
 int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum worker_req kind,
-			 const struct worker_job *job)
+			 const struct worker_held *job)
 {
 	const struct dl_config *cfg = c->cfg;
 	char *url = NULL; /* owned */
@@ -392,13 +396,17 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 		r = -EINVAL;
 		goto out;
 	}
+	if (kind == WORKER_REQ_CREATE && job->form == NULL) {
+		r = -EINVAL;
+		goto out;
+	}
 	url = wk_url(c, kind, job);
 	if (kind == WORKER_REQ_CREATE)
-		h->form = worker_form_create(job, cfg->carrier_from);
+		h->form = job->form;
 	else if (kind == WORKER_REQ_HANGUP)
-		h->form = strdup("Status=completed");
+		h->form = "Status=completed";
 	e = curl_easy_init();
-	if (url == NULL || e == NULL || ((kind == WORKER_REQ_CREATE || kind == WORKER_REQ_HANGUP) && h->form == NULL))
+	if (url == NULL || e == NULL)
 		goto out;
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -414,8 +422,14 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->error);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, h);
+	/* Answers other than a list are one call resource (a kilobyte or two;
+	 * the probe's page holds one): libcurl's default 16 KB receive buffer
+	 * each was most of a request's memory with a thousand in flight. A
+	 * longer answer only takes a few more reads. */
+	if (kind != WORKER_REQ_LIST)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, WK_RECV_BUFFER);
 	if (h->form != NULL) {
-		/* POSTFIELDS is not copied: h->form lives until the reset. */
+		/* POSTFIELDS is not copied: h->form outlives the request. */
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->form);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(h->form));
 	}
@@ -430,10 +444,8 @@ int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum w
 out:
 	if (e != NULL)
 		curl_easy_cleanup(e);
-	if (r < 0) {
-		free(h->form);
+	if (r < 0)
 		h->form = NULL;
-	}
 	free(url);
 	return r;
 }
@@ -492,7 +504,6 @@ void worker_http_reset(struct worker_carrier *c, struct worker_http *h)
 		h->easy = NULL;
 		c->active--;
 	}
-	free(h->form);
 	free(h->body);
 	h->form = NULL;
 	h->body = NULL;

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -238,6 +239,30 @@ int worker_job_parse(const char *body, size_t len, struct worker_job *out, char 
 out:
 	json_decref(o);
 	return r;
+}
+
+int worker_held_init(struct worker_held *out, const struct worker_job *job, const char *default_from)
+{
+	struct worker_held h;
+
+	memset(&h, 0, sizeof(h));
+	h.type = job->type;
+	memcpy(h.message_id, job->message_id, sizeof(h.message_id));
+	memcpy(h.attempt_id, job->attempt_id, sizeof(h.attempt_id));
+	memcpy(h.campaign_id, job->campaign_id, sizeof(h.campaign_id));
+	memcpy(h.to, job->to, sizeof(h.to));
+	memcpy(h.call_sid, job->call_sid, sizeof(h.call_sid));
+	h.since_ms = job->since_ms;
+	if (job->type == WORKER_JOB_DIAL && (h.form = worker_form_create(job, default_from)) == NULL)
+		return -ENOMEM;
+	*out = h;
+	return 0;
+}
+
+void worker_held_clear(struct worker_held *held)
+{
+	free(held->form);
+	memset(held, 0, sizeof(*held));
 }
 
 const char *worker_job_type_name(enum worker_job_type type)

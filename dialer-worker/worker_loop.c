@@ -62,7 +62,7 @@ enum wk_settle { WK_ACK, WK_REQUEUE, WK_DROP };
 
 struct wk_task {
 	struct wk_task *next;
-	struct worker_job job;
+	struct worker_held job;  /* owned */
 	uint64_t tag;            /* delivery tag on the consuming connection... */
 	unsigned gen;            /* ...of this generation */
 	enum wk_state state;
@@ -200,6 +200,7 @@ int worker_new(const struct dl_config *cfg, struct worker **out)
 static void wk_task_free(struct worker *w, struct wk_task *t)
 {
 	worker_http_reset(&w->carrier, &t->http);
+	worker_held_clear(&t->job);
 	free(t->result);
 	free(t);
 }
@@ -413,12 +414,13 @@ static void wk_take_one(struct worker *w, struct dl_amqp_msg *msg)
 		return;
 	}
 	t = calloc(1, sizeof(*t));
-	if (t == NULL) {
+	if (t == NULL || worker_held_init(&t->job, &job, w->cfg->carrier_from) < 0) {
+		/* Out of memory before the fence: another try, here or elsewhere, is safe. */
+		free(t);
 		if (dl_amqp_nack(&w->in, env->delivery_tag, true) < 0)
 			wk_in_lost(w);
 		return;
 	}
-	t->job = job;
 	if (!t->job.message_id[0])
 		snprintf(t->job.message_id, sizeof(t->job.message_id), "%s", mid);
 	t->tag = env->delivery_tag;

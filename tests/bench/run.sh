@@ -689,6 +689,12 @@ phase_footprint() {
 	inflight=$(curl -s "$DIALER_WORKER_HEALTH_URL/metrics" | awk '$1 == "dialer_worker_in_flight" { printf "%d", $2 }')
 	rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$wpid/status")
 	hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$wpid/status")
+	# Where the worker's memory is at load: its largest mappings by Rss.
+	cp "/proc/$wpid/smaps" "$run/worker-load-smaps" 2>/dev/null
+	info "worker mappings at load (Rss KB, Anonymous KB, size KB, name): $(awk '
+		/^[0-9a-f]+-[0-9a-f]+ / { name = $6 ? $6 : "[anon]" } /^Size:/ { size = $2 }
+		/^Rss:/ { rss = $2 } /^Anonymous:/ { printf "%d %d %d %s\n", rss, $2, size, name }' "$run/worker-load-smaps" |
+		sort -rn | head -n 6 | tr '\n' ';')"
 	info "worker at load: $(grep -E '^(RssAnon|RssFile|Threads|VmData)' "/proc/$wpid/status" | tr -s ' \t' ' ' | tr '\n' ' ');" \
 		"idle: $(grep -E '^(RssAnon|Threads)' "$run/worker-idle-status" | tr -s ' \t' ' ' | tr '\n' ' ')"
 	local mb
