@@ -25,8 +25,8 @@
 #include "scheduler.h"
 
 static const char SQL_ATTEMPT[] =
-	"SELECT status, last_sequence, answered_at IS NOT NULL, hangup_sent, hung_up FROM call_attempts"
-	" WHERE id = $1 FOR UPDATE";
+	"SELECT status, last_sequence, answered_at IS NOT NULL, hangup_sent, hung_up, call_sid IS NOT NULL"
+	" FROM call_attempts WHERE id = $1 FOR UPDATE";
 static const char SQL_HUNG_UP[] = "UPDATE call_attempts SET hung_up = true WHERE id = $1 AND status <> 'ENDED'";
 static const char SQL_ACCEPT[] =
 	"WITH a AS (UPDATE call_attempts SET status = 'ACCEPTED', call_sid = $2"
@@ -215,7 +215,7 @@ static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const 
 	char seq_s[24];
 	const char *p[4] = {attempt, seq_s, m->sid, m->status};
 	PGresult *cur;
-	bool answered, hangup_sent, hung_up;
+	bool answered, hangup_sent, hung_up, known;
 
 	if (src == HANG_EVENT && sched_outcome(m->status, NULL, 0, false, false) == NULL) {
 		snprintf(seq_s, sizeof(seq_s), "%ld", m->seq);
@@ -232,15 +232,17 @@ static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const 
 	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(m->status, "in-progress");
 	hangup_sent = PQgetvalue(cur, 0, 3)[0] == 't';
 	hung_up = src == HANG_US || (src == HANG_EVENT && PQgetvalue(cur, 0, 4)[0] == 't');
+	/* accepted with its sid: a final status that ends it needs no event */
+	known = !strcmp(PQgetvalue(cur, 0, 0), "ACCEPTED") && PQgetvalue(cur, 0, 5)[0] == 't';
 	PQclear(cur);
 	snprintf(seq_s, sizeof(seq_s), "%ld", m->seq >= 0 ? m->seq : 0);
-	if (exec1(db, SQL_EVENT, 4, p) < 0)
-		return -EIO;
-	if (src == HANG_EVENT && hangup_sent && !hung_up &&
-	    (!strcmp(m->status, "completed") || !strcmp(m->status, "canceled")))
-		return 0;
 	outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
 				hung_up);
+	if (src == HANG_EVENT && hangup_sent && !hung_up &&
+	    (!strcmp(m->status, "completed") || !strcmp(m->status, "canceled")))
+		outcome = NULL; /* the hang-up's result ends it */
+	if ((outcome == NULL || !known) && exec1(db, SQL_EVENT, 4, p) < 0)
+		return -EIO;
 	if (outcome == NULL)
 		return 0;
 	return end_attempt(s, db, t, attempt, outcome, m->duration);
