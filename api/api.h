@@ -20,6 +20,7 @@ enum api_rate_class { API_RATE_DEFAULT = 0, API_RATE_BULK = 1, API_RATE_NONE = 2
 
 struct api_ratelimit;
 struct api_keycache;
+struct api_publisher;
 
 /* How long a verified API key is trusted without asking the database again:
  * a revoked key is refused at the latest this long after its revocation. */
@@ -36,6 +37,7 @@ struct api_ctx {
 	size_t openapi_len;
 	pthread_t outbox_thread;
 	bool outbox_started;
+	struct api_publisher *pub; /* carrier callbacks to the broker */
 	pthread_t *import_threads;
 	int import_threads_started;
 };
@@ -181,6 +183,17 @@ bool api_campaign_validate(json_t *body, bool partial, int64_t now_ms, char *err
 
 /* Commands go out through the outbox (common/dl_outbox.h). */
 #define api_outbox_add dl_outbox_add
+
+/* api_publish.c: messages straight to the broker, confirmed. */
+int api_publisher_start(const struct dl_config *cfg, struct api_publisher **out) DL_WUR;
+/* Stops after the messages handed over are settled. */
+void api_publisher_stop(struct api_publisher *p);
+/* Publishes body (messageId and type added) and waits for its confirm: 0
+ * once confirmed; -EBUSY, -ETIMEDOUT, -EIO or -ENOMEM when it was not (the
+ * caller then writes it to the outbox; it may still arrive, as a
+ * duplicate). */
+int api_publish(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
+		json_t *body) DL_WUR;
 
 /* Resource handlers, one file each. */
 void api_campaigns_list(struct api_call *c);

@@ -1,9 +1,10 @@
 /* POST /v1/carrier/status?attemptId=...: the carrier's status callbacks.
  * Authenticated by the carrier's signature (X-Twilio-Signature over the
  * exact callback URL the worker gave and the form parameters), not by an API
- * key. A verified callback becomes one call.status message in the outbox;
- * duplicates and reordering are the scheduler's to absorb (it is idempotent
- * by attempt and SequenceNumber). */
+ * key. A verified callback becomes one call.status message, published and
+ * confirmed before the answer (in the outbox while the broker is not
+ * there); duplicates and reordering are the scheduler's to absorb (it is
+ * idempotent by attempt and SequenceNumber). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,18 @@ static void count(const char *result)
 			    "Carrier status callbacks by result (accepted, forged, invalid).");
 	snprintf(labels, sizeof(labels), "result=\"%s\"", result);
 	dl_metrics_add("dialer_carrier_callbacks_total", labels, 1);
+}
+
+/* How an accepted callback left: straight to the broker, or the outbox. */
+static void via(const char *how)
+{
+	char labels[32];
+
+	dl_metrics_register("dialer_carrier_callbacks_relayed_total", "counter",
+			    "Accepted carrier callbacks by how they reached the broker (broker: published at once; "
+			    "outbox: written to the outbox while the broker was unavailable).");
+	snprintf(labels, sizeof(labels), "via=\"%s\"", how);
+	dl_metrics_add("dialer_carrier_callbacks_relayed_total", labels, 1);
 }
 
 static bool attempt_id_ok(const char *s)
@@ -182,15 +195,21 @@ void api_carrier_status(struct api_call *c)
 		dl_http_error(c->resp, 500, "out of memory");
 		goto out;
 	}
-	/* One INSERT: committed on its own, the relay publishes it. */
-	if (api_db(c) == NULL) {
-		json_decref(msg);
-		goto out;
-	}
-	if (api_outbox_add(c->db, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg) < 0) {
-		json_decref(msg);
-		api_db_failed(c);
-		goto out;
+	/* Straight to the broker; without it, one INSERT in the outbox,
+	 * committed on its own, which the relay publishes. */
+	if (api_publish(c->api->pub, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg) == 0) {
+		via("broker");
+	} else {
+		if (api_db(c) == NULL) {
+			json_decref(msg);
+			goto out;
+		}
+		if (api_outbox_add(c->db, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg) < 0) {
+			json_decref(msg);
+			api_db_failed(c);
+			goto out;
+		}
+		via("outbox");
 	}
 	json_decref(msg);
 	count("accepted");

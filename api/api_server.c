@@ -304,6 +304,8 @@ static int api_init(struct dl_service_ctx *svc)
 	if (pthread_create(&api->outbox_thread, NULL, dl_outbox_relay, svc) != 0)
 		return -EAGAIN;
 	api->outbox_started = true;
+	if (api_publisher_start(cfg, &api->pub) < 0)
+		return -EAGAIN;
 	api->import_threads = calloc((size_t)cfg->api_import_threads, sizeof(pthread_t));
 	if (api->import_threads == NULL)
 		return -ENOMEM;
@@ -339,6 +341,7 @@ static void api_fini(struct dl_service_ctx *svc)
 		return;
 	/* Stop taking requests and finish those in flight, then the threads. */
 	dl_httpd_stop(api->httpd);
+	api_publisher_stop(api->pub);
 	svc->stop = 1;
 	if (api->outbox_started)
 		pthread_join(api->outbox_thread, NULL);

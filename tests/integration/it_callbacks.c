@@ -264,12 +264,32 @@ static void sort_by_attempt(struct msg *m, int n, const char *a, const char *b, 
 	memcpy(m, sorted, sizeof(struct msg) * (size_t)n);
 }
 
+/* The API's count of accepted callbacks that reached the broker by how
+ * ("broker": published at once, "outbox": through the outbox). */
+static long relayed(const char *how)
+{
+	struct it_resp *r = it_call("GET", "/metrics", NULL, NULL, NULL);
+	char needle[96];
+	const char *at;
+	long n = 0;
+
+	it_expect(r, 200);
+	snprintf(needle, sizeof(needle), "dialer_carrier_callbacks_relayed_total{via=\"%s\"} ", how);
+	at = strstr(r->body, needle);
+	if (at != NULL)
+		n = atol(at + strlen(needle));
+	it_resp_free(r);
+	return n;
+}
+
 static void test_signed_callback_published(void **state)
 {
 	char att[80], dup[80], end[80], form[1024];
 	struct msg m[8];
 	json_t *b;
 	int n;
+
+	long direct = relayed("broker");
 
 	(void)state;
 	attempt_id(att, sizeof(att), "ok");
@@ -283,7 +303,8 @@ static void test_signed_callback_published(void **state)
 	post_signed(dup, form, 204);
 	form_of(form, sizeof(form), "ringing", 1, NULL);
 	post_signed(end, form, 204);
-	/* The relay publishes in commit order. */
+	/* With the broker up, each was confirmed by it before the answer. */
+	assert_int_equal(relayed("broker") - direct, 4);
 	n = drain_until(end, 4, m, 8, 15000);
 	assert_int_equal(n, 4);
 	sort_by_attempt(m, n, att, dup, end);
@@ -310,6 +331,54 @@ static void test_signed_callback_published(void **state)
 	assert_true(json_is_null(json_object_get(b, "callDuration")));
 	assert_true(json_is_null(json_object_get(b, "answeredBy")));
 	msgs_free(m, n);
+}
+
+static void run_stack(const char *verb)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "bash %s %s %s >/dev/null", it_env("DIALER_STACK"), verb,
+		 it_env("STACK_RUNDIR"));
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Posts another callback; true once one went straight to the broker. */
+static int goes_direct(void *arg)
+{
+	long before = relayed("broker");
+	char att[80], form[1024];
+
+	attempt_id(att, sizeof(att), (const char *)arg);
+	form_of(form, sizeof(form), "ringing", 1, NULL);
+	post_signed(att, form, 204);
+	return relayed("broker") > before;
+}
+
+static void test_callback_during_broker_outage(void **state)
+{
+	char att[80], form[1024];
+	long kept = relayed("outbox");
+	struct msg m[4];
+	int n;
+
+	(void)state;
+	attempt_id(att, sizeof(att), "outage");
+	form_of(form, sizeof(form), "completed", 5, "&CallDuration=9&AnsweredBy=human");
+	run_stack("stop-broker");
+	/* Accepted while the broker is down: kept in the outbox... */
+	post_signed(att, form, 204);
+	assert_int_equal(relayed("outbox") - kept, 1);
+	assert_int_equal(it_db_count("SELECT count(*) FROM outbox WHERE body->>'attemptId' = $1", att, NULL), 1);
+	run_stack("start-broker");
+	/* ...and published once it is back. */
+	n = drain_until(att, 1, m, 4, 60000);
+	assert_int_equal(n, 1);
+	assert_string_equal(m[0].attempt, att);
+	assert_string_equal(json_string_value(json_object_get(m[0].body, "callStatus")), "completed");
+	assert_int_equal(json_integer_value(json_object_get(m[0].body, "sequenceNumber")), 5);
+	msgs_free(m, n);
+	/* Callbacks go straight to the broker again. */
+	assert_true(it_poll(goes_direct, "after", 30000));
 }
 
 enum sig_mode { SIG_NONE, SIG_RIGHT, SIG_WRONG_KEY, SIG_OTHER_ATTEMPT, SIG_GARBAGE, SIG_TAMPERED };
@@ -423,6 +492,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_signed_callback_published),
 		cmocka_unit_test(test_rejected_callbacks_publish_nothing),
+		/* last: it leaves messages of its own in the test queue */
+		cmocka_unit_test(test_callback_during_broker_outage),
 	};
 
 	return cmocka_run_group_tests_name("carrier callbacks", tests, setup, teardown);

@@ -1,0 +1,232 @@
+/* Carrier callbacks straight to the broker. A callback is answered once
+ * RabbitMQ has confirmed its call.status message, with no database write on
+ * the way (an outbox row costs an insert, a commit, a NOTIFY to every relay
+ * and the relay's claim and delete: four of them for every call placed).
+ * Request threads hand their messages to one publisher thread, which owns
+ * the connection (never shared across threads), publishes all it holds at
+ * once and waits for their confirms together. Without the broker (down,
+ * blocked, slow to confirm, or too many waiting) the caller writes the
+ * message to the outbox as before, so nothing is lost; a message confirmed
+ * after its caller gave up on it arrives twice, which the scheduler absorbs
+ * (results are idempotent by attempt and sequence). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "dl_amqp.h"
+#include "dl_log.h"
+
+/* How long a request waits for its confirm before it uses the outbox. */
+#define PUB_WAIT_MS 2000
+/* Messages waiting at most; more go to the outbox at once. */
+#define PUB_QUEUE_MAX 4096
+
+struct pub_msg {
+	const char *exchange, *routing_key, *type;
+	char message_id[DL_ID_MAX];
+	char *body;
+	size_t len;
+	int rc;         /* 1 while unsettled, then 0 or -EIO */
+	bool taken;     /* the publisher holds it */
+	bool abandoned; /* its caller gave up: the publisher frees it */
+	struct pub_msg *next;
+};
+
+struct api_publisher {
+	const struct dl_config *cfg;
+	pthread_mutex_t mu;
+	pthread_cond_t wake, done;
+	struct pub_msg *head, **tail;
+	int queued;
+	int64_t busy_since; /* monotonic ms the batch in flight was taken, 0 when none */
+	bool stop;
+	pthread_t thread;
+};
+
+static void pub_free(struct pub_msg *m)
+{
+	free(m->body);
+	free(m);
+}
+
+/* Publishes batch and waits for its confirms: 0 when all were confirmed. */
+static int pub_send(struct dl_amqp *mq, struct pub_msg *batch, int64_t *retry_at, int *backoff)
+{
+	if (!mq->open) {
+		if (dl_mono_ms() < *retry_at)
+			return -EIO;
+		if (dl_amqp_connect(mq) < 0) {
+			*retry_at = dl_mono_ms() + *backoff;
+			if (*backoff < 5000)
+				*backoff *= 2;
+			return -EIO;
+		}
+		*backoff = 100;
+	}
+	for (struct pub_msg *m = batch; m != NULL; m = m->next)
+		if (dl_amqp_publish(mq, m->exchange, m->routing_key, m->message_id, m->type, m->body, m->len) < 0)
+			return -EIO;
+	return dl_amqp_wait_confirms(mq, PUB_WAIT_MS);
+}
+
+static void *pub_thread(void *arg)
+{
+	struct api_publisher *p = arg;
+	struct dl_amqp mq;
+	int64_t retry_at = 0;
+	int backoff = 100;
+
+	dl_amqp_init(&mq, p->cfg);
+	pthread_mutex_lock(&p->mu);
+	while (!p->stop || p->head != NULL) {
+		struct pub_msg *batch, *next;
+		int rc;
+
+		if (p->head == NULL) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&p->wake, &p->mu, &ts);
+			if (p->head == NULL) {
+				/* Idle: keep the connection's heartbeats going. */
+				pthread_mutex_unlock(&p->mu);
+				if (mq.open)
+					DL_IGNORE(dl_amqp_poll(&mq, 0));
+				pthread_mutex_lock(&p->mu);
+				continue;
+			}
+		}
+		batch = p->head;
+		p->head = NULL;
+		p->tail = &p->head;
+		p->queued = 0;
+		for (struct pub_msg *m = batch; m != NULL; m = m->next)
+			m->taken = true;
+		p->busy_since = dl_mono_ms();
+		pthread_mutex_unlock(&p->mu);
+		rc = pub_send(&mq, batch, &retry_at, &backoff);
+		pthread_mutex_lock(&p->mu);
+		p->busy_since = 0;
+		for (struct pub_msg *m = batch; m != NULL; m = next) {
+			next = m->next;
+			if (m->abandoned)
+				pub_free(m);
+			else
+				m->rc = rc < 0 ? -EIO : 0;
+		}
+		pthread_cond_broadcast(&p->done);
+	}
+	pthread_mutex_unlock(&p->mu);
+	dl_amqp_close(&mq);
+	return NULL;
+}
+
+int api_publisher_start(const struct dl_config *cfg, struct api_publisher **out)
+{
+	struct api_publisher *p = calloc(1, sizeof(*p));
+	pthread_condattr_t ca;
+
+	*out = NULL;
+	if (p == NULL)
+		return -ENOMEM;
+	p->cfg = cfg;
+	p->tail = &p->head;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->done, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&p->thread, NULL, pub_thread, p) != 0) {
+		free(p);
+		return -EAGAIN;
+	}
+	*out = p;
+	return 0;
+}
+
+void api_publisher_stop(struct api_publisher *p)
+{
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->mu);
+	pthread_join(p->thread, NULL);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->wake);
+	pthread_cond_destroy(&p->done);
+	free(p);
+}
+
+int api_publish(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
+		json_t *body)
+{
+	struct pub_msg *m = calloc(1, sizeof(*m));
+	struct timespec until;
+	int rc;
+
+	if (m == NULL)
+		return -ENOMEM;
+	dl_id_new("msg", m->message_id);
+	json_object_set_new(body, "messageId", json_string(m->message_id));
+	json_object_set_new(body, "type", json_string(type));
+	m->body = json_dumps(body, JSON_COMPACT);
+	if (m->body == NULL) {
+		free(m);
+		return -ENOMEM;
+	}
+	m->len = strlen(m->body);
+	m->exchange = exchange;
+	m->routing_key = routing_key;
+	m->type = type;
+	m->rc = 1;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += PUB_WAIT_MS / 1000;
+	until.tv_nsec += (long)(PUB_WAIT_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&p->mu);
+	/* Stopping, too many waiting, or the broker stuck on the batch before:
+	 * straight to the outbox. */
+	if (p->stop || p->queued >= PUB_QUEUE_MAX || (p->busy_since != 0 && dl_mono_ms() - p->busy_since > PUB_WAIT_MS)) {
+		pthread_mutex_unlock(&p->mu);
+		pub_free(m);
+		return -EBUSY;
+	}
+	*p->tail = m;
+	p->tail = &m->next;
+	p->queued++;
+	pthread_cond_signal(&p->wake);
+	while (m->rc == 1 && pthread_cond_timedwait(&p->done, &p->mu, &until) != ETIMEDOUT)
+		;
+	rc = m->rc;
+	if (rc != 1) {
+		pthread_mutex_unlock(&p->mu);
+		pub_free(m);
+		return rc;
+	}
+	/* No confirm in time: give it up (the caller uses the outbox). */
+	if (m->taken) {
+		m->abandoned = true;
+	} else {
+		struct pub_msg **pp = &p->head;
+
+		while (*pp != m)
+			pp = &(*pp)->next;
+		*pp = m->next;
+		if (p->tail == &m->next)
+			p->tail = pp;
+		p->queued--;
+		pub_free(m);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return -ETIMEDOUT;
+}
