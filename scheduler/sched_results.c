@@ -473,7 +473,7 @@ static void consume(struct sched_ctx *s, const char *queue,
 				break;
 		}
 		if (!consuming) {
-			if (dl_amqp_consume(&mq, queue, SCHED_BATCH_MAX) < 0)
+			if (dl_amqp_consume(&mq, queue, 2 * SCHED_BATCH_MAX) < 0)
 				continue;
 			consuming = true;
 		}

@@ -127,7 +127,9 @@ void *sched_snapshot_thread(void *arg)
 		if (db == NULL || PQstatus(db) != CONNECTION_OK) {
 			PQfinish(db);
 			db = NULL;
-			if (sched_db_connect(s, &db) < 0) {
+			/* A chunk's plan costs enough for the server to compile it
+			 * with JIT every time, which took longer than it saved. */
+			if (sched_db_connect(s, &db) < 0 || dl_db_cmd(db, "SET jit = off") < 0) {
 				dl_sleep_ms(1000, stop);
 				continue;
 			}

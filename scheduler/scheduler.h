@@ -111,9 +111,9 @@ int sched_message_parse(const char *body, size_t len, struct sched_message *out)
 bool sched_sid_valid(const char *sid);
 
 /* sched_results.c */
-/* Messages a consumer applies in one transaction, at most (also its
- * prefetch). */
-#define SCHED_BATCH_MAX 128
+/* Messages a consumer applies at once, at most (its prefetch is twice
+ * that, so the next batch is at hand when one is acknowledged). */
+#define SCHED_BATCH_MAX 256
 /* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
 #define SCHED_RESULTS_CONSUMERS_MAX 16
 void *sched_results_thread(void *arg);

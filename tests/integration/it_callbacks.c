@@ -378,7 +378,11 @@ static void test_callback_during_broker_outage(void **state)
 	assert_int_equal(json_integer_value(json_object_get(m[0].body, "sequenceNumber")), 5);
 	msgs_free(m, n);
 	/* Callbacks go straight to the broker again. */
-	assert_true(it_poll(goes_direct, "after", 30000));
+	{
+		char tag[] = "after";
+
+		assert_true(it_poll(goes_direct, tag, 30000));
+	}
 }
 
 enum sig_mode { SIG_NONE, SIG_RIGHT, SIG_WRONG_KEY, SIG_OTHER_ATTEMPT, SIG_GARBAGE, SIG_TAMPERED };
