@@ -55,7 +55,7 @@ static const char SQL_PROGRESS[] =
 	"  RETURNING call_id)"
 	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
 static const char SQL_END[] = "SELECT result, campaign_id, organization_id, left_status, minutes"
-			      " FROM dialer_end_call($1, $2, $3::int, $4::boolean, $5::int)";
+			      " FROM dialer_end_call($1, $2, $3::int, $4::boolean, $5::int, $6::int)";
 static const char SQL_COUNT[] = "SELECT dialer_count_calls($1, $2, $3, $4, $5, $6)";
 static const char SQL_CHARGE[] = "SELECT dialer_charge_minutes($1, $2)";
 static const char SQL_RELEASE[] = "SELECT dialer_release_attempt($1)";
@@ -147,10 +147,10 @@ static void tally_done(struct tally *t)
 
 /* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
 static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
-		       long duration)
+		       long duration, long seq)
 {
-	char dur[24], minute[16];
-	const char *p[5] = {attempt, outcome, dur, sched_outcome_retryable(outcome) ? "true" : "false", minute};
+	char dur[24], minute[16], seq_s[24];
+	const char *p[6] = {attempt, outcome, dur, sched_outcome_retryable(outcome) ? "true" : "false", minute, seq_s};
 	const char *result, *left;
 	struct tally_row *c, *o = NULL;
 	long long minutes;
@@ -158,7 +158,8 @@ static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const c
 
 	snprintf(dur, sizeof(dur), "%ld", duration);
 	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
-	r = dl_db_exec_prepared(db, SQL_END, 5, p, NULL);
+	snprintf(seq_s, sizeof(seq_s), "%ld", seq);
+	r = dl_db_exec_prepared(db, SQL_END, 6, p, NULL);
 	if (r == NULL)
 		return -EIO;
 	result = PQgetvalue(r, 0, 0);
@@ -245,7 +246,7 @@ static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const 
 		return -EIO;
 	if (outcome == NULL)
 		return 0;
-	return end_attempt(s, db, t, attempt, outcome, m->duration);
+	return end_attempt(s, db, t, attempt, outcome, m->duration, m->seq >= 0 ? m->seq : 0);
 }
 
 static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m)
@@ -259,11 +260,11 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 	case SCHED_MSG_ACCEPTED:
 		return exec1(db, SQL_ACCEPT, 2, p);
 	case SCHED_MSG_INVALID_NUMBER:
-		return end_attempt(s, db, t, attempt, "invalid-number", 0);
+		return end_attempt(s, db, t, attempt, "invalid-number", 0, -1);
 	case SCHED_MSG_AMBIGUOUS:
 		return exec1(db, SQL_AMBIGUOUS, 1, &attempt);
 	case SCHED_MSG_REFUSED:
-		return end_attempt(s, db, t, attempt, "failed", 0);
+		return end_attempt(s, db, t, attempt, "failed", 0, -1);
 	case SCHED_MSG_STATUS:
 		return apply_status(s, db, t, m, HANG_EVENT);
 	case SCHED_MSG_RECONCILE: {

@@ -39,9 +39,10 @@ END $$;
 -- What dialer_end_attempt (0003) did, short of the campaign's counters and
 -- the organization's minutes: result is 'ignored', 'retry', 'COMPLETED' or
 -- 'FAILED'; left is the status the call left (NULL when ignored); minutes
--- are those to charge.
+-- are those to charge. p_sequence is the SequenceNumber of the carrier's
+-- status that ended it (-1: none).
 CREATE FUNCTION dialer_end_call(p_attempt text, p_outcome text, p_duration integer,
-                                p_retryable boolean, p_minute_ms integer,
+                                p_retryable boolean, p_minute_ms integer, p_sequence integer,
                                 OUT result text, OUT campaign_id text, OUT organization_id text,
                                 OUT left_status text, OUT minutes bigint)
 LANGUAGE plpgsql AS $$
@@ -52,7 +53,8 @@ DECLARE
 BEGIN
     result := 'ignored';
     minutes := 0;
-    UPDATE call_attempts SET status = 'ENDED', outcome = p_outcome, duration = p_duration, ended_at = now()
+    UPDATE call_attempts SET status = 'ENDED', outcome = p_outcome, duration = p_duration, ended_at = now(),
+           last_sequence = greatest(last_sequence, p_sequence)
      WHERE id = p_attempt AND status <> 'ENDED'
     RETURNING call_attempts.call_id, call_attempts.campaign_id, call_attempts.call_sid INTO a;
     IF NOT FOUND THEN
@@ -91,7 +93,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     e record;
 BEGIN
-    SELECT * INTO e FROM dialer_end_call(p_attempt, p_outcome, p_duration, p_retryable, p_minute_ms);
+    SELECT * INTO e FROM dialer_end_call(p_attempt, p_outcome, p_duration, p_retryable, p_minute_ms, -1);
     IF e.left_status IS NOT NULL THEN
         PERFORM dialer_count_calls(e.campaign_id, (e.left_status = 'QUEUED')::int,
                                    (e.left_status = 'IN_PROGRESS')::int, (e.result = 'retry')::int,
