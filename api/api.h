@@ -157,7 +157,8 @@ json_t *api_list(json_t *data, long long total, long page, long limit);
 json_t *api_row_json(PGresult *r, int row, const char *const *cols, int ncols);
 /* Writes row of r, a binary result (dl_db_exec_prepared_bin), as an object by
  * the same specs; timestamptz columns become api_row_json's ISO text. 0, or
- * -EPROTO for a column of a type it does not know, -ENOMEM. */
+ * -EPROTO for a column of a type it does not know, -E2BIG past 64 columns,
+ * -ENOMEM. */
 int api_row_write(struct dl_jw *w, const PGresult *r, int row, const char *const *cols, int ncols) DL_WUR;
 /* All rows of r as an array of objects. */
 json_t *api_rows_json(PGresult *r, const char *const *cols, int ncols);

@@ -163,15 +163,37 @@ static int write_value(struct dl_jw *w, const PGresult *r, int row, int col, cha
 	}
 }
 
-int api_row_write(struct dl_jw *w, const PGresult *r, int row, const char *const *cols, int ncols)
+/* A column spec taken apart once per answer, not once per row. */
+struct colspec {
+	const char *name;
+	size_t name_len;
+	char type;
+};
+
+#define API_COLS_MAX 64
+
+static int parse_specs(const char *const *cols, int ncols, struct colspec *out)
+{
+	if (ncols > API_COLS_MAX)
+		return -E2BIG;
+	for (int i = 0; i < ncols; i++) {
+		const char *colon = strrchr(cols[i], ':');
+
+		out[i].name = cols[i];
+		out[i].name_len = colon ? (size_t)(colon - cols[i]) : strlen(cols[i]);
+		out[i].type = colon ? colon[1] : 's';
+	}
+	return 0;
+}
+
+static int write_row(struct dl_jw *w, const PGresult *r, int row, const struct colspec *spec, int ncols)
 {
 	dl_jw_open(w, '{');
 	for (int i = 0; i < ncols; i++) {
-		const char *spec = cols[i], *colon = strrchr(spec, ':');
 		int rc;
 
-		dl_jw_key(w, spec, colon ? (size_t)(colon - spec) : strlen(spec));
-		rc = write_value(w, r, row, i, colon ? colon[1] : 's');
+		dl_jw_key(w, spec[i].name, spec[i].name_len);
+		rc = write_value(w, r, row, i, spec[i].type);
 		if (rc < 0)
 			return rc;
 	}
@@ -179,11 +201,19 @@ int api_row_write(struct dl_jw *w, const PGresult *r, int row, const char *const
 	return 0;
 }
 
+int api_row_write(struct dl_jw *w, const PGresult *r, int row, const char *const *cols, int ncols)
+{
+	struct colspec spec[API_COLS_MAX];
+	int rc = parse_specs(cols, ncols, spec);
+
+	return rc < 0 ? rc : write_row(w, r, row, spec, ncols);
+}
+
 /* Answers 500 for a result api_row_write could not write. */
 static void write_failed(struct api_call *c, int rc)
 {
-	if (rc == -EPROTO)
-		dl_log_kv(DL_ERROR, "a result column has a type the JSON writer does not know", "request_id",
+	if (rc != -ENOMEM)
+		dl_log_kv(DL_ERROR, "a result does not fit its column specs (type or count)", "request_id",
 			  c->req->request_id, "path", c->req->url, NULL);
 	dl_http_error(c->resp, 500, "internal error; request id %s", c->req->request_id);
 }
@@ -192,17 +222,20 @@ static void write_failed(struct api_call *c, int rc)
 static void respond_rows(struct api_call *c, const PGresult *r, const char *const *cols, int ncols, long long total,
 			 long page, long limit)
 {
+	struct colspec spec[API_COLS_MAX];
 	struct dl_jw w;
 	char *body;
 	size_t len;
-	int rc = 0;
+	int rc = parse_specs(cols, ncols, spec);
 
+	if (rc < 0)
+		return write_failed(c, rc);
 	dl_jw_init(&w, 256 + (size_t)PQntuples(r) * (size_t)ncols * 40);
 	dl_jw_open(&w, '{');
 	dl_jw_key(&w, "data", 4);
 	dl_jw_open(&w, '[');
 	for (int i = 0; i < PQntuples(r) && rc == 0; i++)
-		rc = api_row_write(&w, r, i, cols, ncols);
+		rc = write_row(&w, r, i, spec, ncols);
 	if (rc < 0) {
 		dl_jw_free(&w);
 		return write_failed(c, rc);

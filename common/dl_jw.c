@@ -1,5 +1,6 @@
 #include "dl_jw.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,34 +102,43 @@ static void put_string(struct dl_jw *w, const char *s, size_t n)
 	static const char hex[] = "0123456789ABCDEF";
 	size_t run = 0;
 
-	put_c(w, '"');
+	/* At most 6 bytes out per byte in: one reservation for the whole string. */
+	if (n > (SIZE_MAX - 2) / 6 || !reserve(w, n * 6 + 2))
+		return;
+	w->buf[w->len++] = '"';
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
-		char esc[6] = {'\\', 0, '0', '0', 0, 0};
-		size_t elen = 2;
+		char *o;
 
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		put(w, s + run, i - run);
+		memcpy(w->buf + w->len, s + run, i - run);
+		w->len += i - run;
 		run = i + 1;
+		o = w->buf + w->len;
+		o[0] = '\\';
 		switch (c) {
-		case '"': esc[1] = '"'; break;
-		case '\\': esc[1] = '\\'; break;
-		case '\b': esc[1] = 'b'; break;
-		case '\f': esc[1] = 'f'; break;
-		case '\n': esc[1] = 'n'; break;
-		case '\r': esc[1] = 'r'; break;
-		case '\t': esc[1] = 't'; break;
+		case '"': o[1] = '"'; break;
+		case '\\': o[1] = '\\'; break;
+		case '\b': o[1] = 'b'; break;
+		case '\f': o[1] = 'f'; break;
+		case '\n': o[1] = 'n'; break;
+		case '\r': o[1] = 'r'; break;
+		case '\t': o[1] = 't'; break;
 		default:
-			esc[1] = 'u';
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 0xf];
-			elen = 6;
+			o[1] = 'u';
+			o[2] = '0';
+			o[3] = '0';
+			o[4] = hex[c >> 4];
+			o[5] = hex[c & 0xf];
+			w->len += 4;
 		}
-		put(w, esc, elen);
+		w->len += 2;
 	}
-	put(w, s + run, n - run);
-	put_c(w, '"');
+	memcpy(w->buf + w->len, s + run, n - run);
+	w->len += n - run;
+	w->buf[w->len++] = '"';
+	w->buf[w->len] = '\0';
 }
 
 void dl_jw_key(struct dl_jw *w, const char *key, size_t n)
