@@ -12,6 +12,7 @@
 #include "dl_config.h"
 #include "dl_db.h"
 #include "dl_http.h"
+#include "dl_jw.h"
 #include "dl_outbox.h"
 #include "dl_service.h"
 #include "dl_util.h"
@@ -156,16 +157,23 @@ json_t *api_list(json_t *data, long long total, long page, long limit);
 /* api_json.c: result rows to JSON. A column spec is "jsonName:t" with t
  * s (text or null), i (integer or null), j (JSON text), b (boolean). */
 json_t *api_row_json(PGresult *r, int row, const char *const *cols, int ncols);
+/* Writes row of r, a binary result (dl_db_exec_prepared_bin), as an object by
+ * the same specs; timestamptz columns become api_row_json's ISO text. 0, or
+ * -EPROTO for a column of a type it does not know, -E2BIG past 64 columns,
+ * -ENOMEM. */
+int api_row_write(struct dl_jw *w, const PGresult *r, int row, const char *const *cols, int ncols) DL_WUR;
 /* All rows of r as an array of objects. */
 json_t *api_rows_json(PGresult *r, const char *const *cols, int ncols);
 /* Answers a page of a list: sql_list takes params[0..n-1], then the limit
- * and the offset as $n+1 and $n+2, and returns cols plus `count(*) OVER ()`
- * last; sql_count takes params[0..n-1] (past the last page). params must
- * have room for n + 2. Parses page and limit itself (400 when bad). */
+ * and the offset as $n+1 and $n+2, and returns cols plus the count of all
+ * matching rows last (`count(*) OVER ()` or a scalar subquery); it runs with
+ * binary results (see api_row_write for the types). sql_count takes
+ * params[0..n-1] (past the last page). params must have room for n + 2.
+ * Parses page and limit itself (400 when bad). */
 void api_respond_page(struct api_call *c, const char *sql_list, const char *sql_count, const char **params, int n,
 		      const char *const *cols, int ncols);
 /* Answers the row sql (params: the path id, the organization) returns as
- * JSON, or 404 "<what> <id> not found". */
+ * JSON (a binary result, as for api_respond_page), or 404 "<what> <id> not found". */
 void api_respond_one(struct api_call *c, const char *sql, const char *const *cols, int ncols, const char *what);
 /* True when the SQLSTATE is a unique violation. */
 bool api_is_unique_violation(const char *sqlstate);

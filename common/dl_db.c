@@ -256,8 +256,8 @@ static uint64_t sql_hash(const char *s)
 	return h;
 }
 
-PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
-			      char sqlstate[6])
+static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
+				int result_format, char sqlstate[6])
 {
 	struct prepared_set *set = PQinstanceData(conn, prepared_event);
 	struct prepared *p = NULL;
@@ -267,7 +267,8 @@ PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const 
 	PGresult *r;
 
 	if (set == NULL)
-		return dl_db_exec(conn, sql, nparams, params, sqlstate);
+		return checked(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, result_format), sql,
+			       sqlstate);
 	h = sql_hash(sql);
 	for (int i = 0; i < set->n; i++) {
 		if (set->s[i].hash == h && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql))) {
@@ -278,7 +279,8 @@ PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const 
 	snprintf(name, sizeof(name), "dl_%016llx", (unsigned long long)h);
 	if (p == NULL || p->stale) {
 		if (p == NULL && set->n == DL_DB_PREPARED_MAX)
-			return dl_db_exec(conn, sql, nparams, params, sqlstate);
+			return checked(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, result_format),
+				       sql, sqlstate);
 		if (p != NULL) {
 			char dealloc[40];
 
@@ -299,7 +301,7 @@ PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const 
 		p->sql = sql;
 		p->stale = false;
 	}
-	r = PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+	r = PQexecPrepared(conn, name, nparams, params, NULL, NULL, result_format);
 	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	if (state != NULL && !strcmp(state, "26000")) {
 		/* The server lost it: prepare it afresh next time. */
@@ -309,6 +311,35 @@ PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const 
 		p->stale = true;
 	}
 	return checked(conn, r, sql, sqlstate);
+}
+
+PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
+			      char sqlstate[6])
+{
+	return exec_prepared(conn, sql, nparams, params, 0, sqlstate);
+}
+
+PGresult *dl_db_exec_prepared_bin(PGconn *conn, const char *sql, int nparams, const char *const *params,
+				  char sqlstate[6])
+{
+	return exec_prepared(conn, sql, nparams, params, 1, sqlstate);
+}
+
+int dl_db_bin_int(const PGresult *r, int row, int col, long long *out)
+{
+	const unsigned char *v = (const unsigned char *)PQgetvalue(r, row, col);
+	int len = PQgetlength(r, row, col);
+	uint64_t u = 0;
+
+	if (len != 2 && len != 4 && len != 8)
+		return -EPROTO;
+	for (int i = 0; i < len; i++)
+		u = u << 8 | v[i];
+	/* Sign-extend the network-order two's complement of len bytes. */
+	if (len < 8 && (u >> (len * 8 - 1)) & 1)
+		u |= ~0ULL << (len * 8);
+	*out = (long long)u;
+	return 0;
 }
 
 int dl_db_cmd(PGconn *conn, const char *sql)

@@ -37,6 +37,13 @@ PGresult *dl_db_exec(PGconn *conn, const char *sql, int nparams, const char *con
  * plans it again. Same results, logging and sqlstate as dl_db_exec. */
 PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
 			      char sqlstate[6]);
+/* dl_db_exec_prepared with every result column in binary format: what the
+ * server sends as it stores it (no text conversion on either side). */
+PGresult *dl_db_exec_prepared_bin(PGconn *conn, const char *sql, int nparams, const char *const *params,
+				  char sqlstate[6]);
+/* The value of a binary smallint, integer or bigint column (not NULL);
+ * 0, or -EPROTO when the value is not 2, 4 or 8 bytes long. */
+int dl_db_bin_int(const PGresult *r, int row, int col, long long *out) DL_WUR;
 /* Runs a statement that returns no rows; 0 or -EIO. */
 int dl_db_cmd(PGconn *conn, const char *sql) DL_WUR;
 /* True when the SQLSTATE means a retryable failure (serialization, deadlock,

@@ -97,6 +97,15 @@ void dl_http_json(struct dl_http_resp *resp, int status, json_t *body)
 	}
 }
 
+void dl_http_json_take(struct dl_http_resp *resp, int status, char *body, size_t len)
+{
+	free(resp->body);
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body = body;
+	resp->body_len = body ? len : 0;
+}
+
 void dl_http_error(struct dl_http_resp *resp, int status, const char *fmt, ...)
 {
 	json_t *body;

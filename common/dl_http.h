@@ -52,6 +52,8 @@ const char *dl_http_header(struct dl_http_req *req, const char *name);
 
 /* Sets a JSON body (steals the reference to body; NULL gives no body). */
 void dl_http_json(struct dl_http_resp *resp, int status, json_t *body);
+/* Sets a JSON body already written: takes body (malloc'd, len bytes). */
+void dl_http_json_take(struct dl_http_resp *resp, int status, char *body, size_t len);
 /* Sets {"statusCode", "message", "error"} for status. */
 void dl_http_error(struct dl_http_resp *resp, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
