@@ -88,8 +88,7 @@ static void *pub_thread(void *arg)
 		if (p->head == NULL) {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
+			dl_timespec_in(CLOCK_REALTIME, 1000, &ts);
 			pthread_cond_timedwait(&p->wake, &p->mu, &ts);
 			if (p->head == NULL) {
 				/* Idle: keep the connection's heartbeats going. */
@@ -186,13 +185,7 @@ int api_publish(struct api_publisher *p, const char *exchange, const char *routi
 	m->routing_key = routing_key;
 	m->type = type;
 	m->rc = 1;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += PUB_WAIT_MS / 1000;
-	until.tv_nsec += (long)(PUB_WAIT_MS % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	dl_timespec_in(CLOCK_MONOTONIC, PUB_WAIT_MS, &until);
 	pthread_mutex_lock(&p->mu);
 	/* Stopping, too many waiting, or the broker stuck on the batch before:
 	 * straight to the outbox. */

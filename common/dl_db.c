@@ -133,13 +133,7 @@ PGconn *dl_db_pool_get(struct dl_db_pool *pool, int wait_ms)
 	PGconn *conn = NULL;
 	bool open_new = false;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += wait_ms / 1000;
-	deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	dl_timespec_in(CLOCK_REALTIME, wait_ms, &deadline);
 	pthread_mutex_lock(&pool->lock);
 	while (pool->nfree == 0 && pool->nopen >= pool->size) {
 		if (pthread_cond_timedwait(&pool->cond, &pool->lock, &deadline) == ETIMEDOUT)

@@ -296,10 +296,7 @@ static void *watchdog_loop(void *arg)
 			dl_log_kv(DL_INFO, "closed connections whose request was not in by its deadline", "connections",
 				  n, NULL);
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (long)period_ms * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		dl_timespec_in(CLOCK_REALTIME, period_ms, &ts);
 		pthread_cond_timedwait(&d->wake, &d->lock, &ts);
 	}
 	pthread_mutex_unlock(&d->lock);

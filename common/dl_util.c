@@ -66,6 +66,17 @@ int64_t dl_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void dl_timespec_in(clockid_t clock, int ms, struct timespec *out)
+{
+	clock_gettime(clock, out);
+	out->tv_sec += ms / 1000;
+	out->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (out->tv_nsec >= 1000000000L) {
+		out->tv_sec++;
+		out->tv_nsec -= 1000000000L;
+	}
+}
+
 void dl_time_format(int64_t epoch_ms, char out[DL_TIME_MAX])
 {
 	time_t secs = (time_t)(epoch_ms / 1000);

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define DL_WUR __attribute__((warn_unused_result))
 #define DL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
@@ -30,6 +31,9 @@ int dl_random_alnum(char *out, size_t n) DL_WUR;
 /* Milliseconds since the epoch (realtime) and monotonic. */
 int64_t dl_now_ms(void);
 int64_t dl_mono_ms(void);
+/* The time ms milliseconds from now on clock (a pthread_cond_timedwait
+ * deadline). */
+void dl_timespec_in(clockid_t clock, int ms, struct timespec *out);
 /* Formats epoch ms as ISO 8601 UTC with milliseconds. */
 void dl_time_format(int64_t epoch_ms, char out[DL_TIME_MAX]);
 /* Parses ISO 8601 (date, 'T', time, optional fraction, 'Z' or +hh:mm);

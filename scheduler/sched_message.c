@@ -116,3 +116,19 @@ out:
 	json_decref(j);
 	return r;
 }
+
+void sched_subsumed(const struct sched_message *const *m, int n, bool *skip)
+{
+	for (int i = 0, end; i < n; i = end) {
+		long final_seq = -1;
+
+		for (end = i; end < n && !strcmp(m[end]->attempt, m[i]->attempt); end++)
+			if (m[end]->kind == SCHED_MSG_STATUS && m[end]->seq > final_seq &&
+			    sched_outcome(m[end]->status, NULL, 0, false, false) != NULL)
+				final_seq = m[end]->seq;
+		for (int k = i; k < end; k++)
+			skip[k] = m[k]->kind == SCHED_MSG_STATUS && m[k]->seq >= 0 && m[k]->seq < final_seq &&
+				  (!strcmp(m[k]->status, "queued") || !strcmp(m[k]->status, "initiated") ||
+				   !strcmp(m[k]->status, "ringing"));
+	}
+}

@@ -80,8 +80,9 @@ struct tally {
 struct batch_item {
 	struct dl_amqp_msg msg;
 	struct sched_message m;
-	int seq; /* order of arrival */
-	int r;   /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
+	int seq;   /* order of arrival */
+	bool skip; /* said in full by a later status of its attempt in the batch */
+	int r;     /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
 };
 
 static struct tally_row *tally_row(struct tally_row *rows, int *n, const char *id)
@@ -312,7 +313,7 @@ static int apply_txn(struct sched_ctx *s, PGconn *db, struct tally *t, struct ba
 	if (dl_db_cmd(db, "BEGIN") < 0)
 		return -EIO;
 	for (int i = 0; i < n && r == 0; i++) {
-		int a = apply_msg(s, db, t, &items[i]->m);
+		int a = items[i]->skip ? 0 : apply_msg(s, db, t, &items[i]->m);
 
 		if (a == -EIO)
 			r = -EIO;
@@ -379,6 +380,16 @@ static void lane_apply(struct lane *l)
 		}
 	}
 	qsort(l->items, (size_t)l->n, sizeof(l->items[0]), by_attempt);
+	{
+		const struct sched_message *m[SCHED_BATCH_MAX];
+		bool skip[SCHED_BATCH_MAX];
+
+		for (int i = 0; i < l->n; i++)
+			m[i] = &l->items[i]->m;
+		sched_subsumed(m, l->n, skip);
+		for (int i = 0; i < l->n; i++)
+			l->items[i]->skip = skip[i];
+	}
 	if (apply_txn(s, l->db, &l->t, l->items, l->n) == 0)
 		return;
 	for (int i = 0; i < l->n; i++)

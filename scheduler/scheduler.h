@@ -107,6 +107,12 @@ struct sched_message {
 /* Parses one message into *out (written only on success); 0 or -EINVAL for
  * a message that can never be applied. */
 int sched_message_parse(const char *body, size_t len, struct sched_message *out) DL_WUR;
+/* Over n messages ordered by attempt (arrival order within one), sets
+ * skip[i] for each call.status "queued", "initiated" or "ringing" that a
+ * final status of the same attempt with a higher sequence follows or
+ * precedes in the same batch: applying the final one says all it would
+ * have ("in-progress" is kept, it tells the call was answered). */
+void sched_subsumed(const struct sched_message *const *m, int n, bool *skip);
 /* True for a carrier call sid: "CA" and 32 hex digits. */
 bool sched_sid_valid(const char *sid);
 

@@ -121,6 +121,8 @@ DECLARE
     camp_status text;
     camps text[] := '{}';
     kinds text[] := '{}';
+    kind text;
+    moved boolean;
     d record;
 BEGIN
     FOR att IN SELECT DISTINCT x FROM unnest(p_attempts) AS x WHERE x IS NOT NULL ORDER BY 1 LOOP
@@ -137,37 +139,33 @@ BEGIN
             UPDATE call_attempts SET status = 'DIALING', dialed_at = now(), worker = p_worker WHERE id = att;
             UPDATE calls SET status = 'IN_PROGRESS', started_at = coalesce(started_at, now())
              WHERE id = a.call_id AND status = 'QUEUED';
-            IF FOUND THEN
-                camps := camps || a.campaign_id;
-                kinds := kinds || 'dial'::text;
-            END IF;
+            moved := FOUND;
+            kind := 'dial';
             verdict := 'dial';
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        -- Not running, or too late to keep the pace: the attempt never happened.
-        UPDATE call_attempts SET status = 'ENDED', outcome = 'released', ended_at = now() WHERE id = att;
-        IF camp_status = 'CANCELLED' THEN
-            UPDATE calls SET status = 'SKIPPED', outcome = 'cancelled', attempts = attempts - 1,
-                   completed_at = now()
-             WHERE id = a.call_id AND status = 'QUEUED';
-            IF FOUND THEN
-                camps := camps || a.campaign_id;
-                kinds := kinds || 'skip'::text;
+        ELSE
+            -- Not running, or too late to keep the pace: the attempt never happened.
+            UPDATE call_attempts SET status = 'ENDED', outcome = 'released', ended_at = now() WHERE id = att;
+            IF camp_status = 'CANCELLED' THEN
+                UPDATE calls SET status = 'SKIPPED', outcome = 'cancelled', attempts = attempts - 1,
+                       completed_at = now()
+                 WHERE id = a.call_id AND status = 'QUEUED';
+                moved := FOUND;
+                kind := 'skip';
+                verdict := 'cancelled';
+            ELSE
+                -- Back to PENDING, keeping a retry's due time (it is already past).
+                UPDATE calls SET status = 'PENDING', attempts = attempts - 1,
+                       next_attempt_at = CASE WHEN camp_status = 'IN_PROGRESS' THEN next_attempt_at END
+                 WHERE id = a.call_id AND status = 'QUEUED';
+                moved := FOUND;
+                kind := 'pend';
+                verdict := CASE WHEN camp_status = 'IN_PROGRESS' THEN 'expired' ELSE 'paused' END;
             END IF;
-            verdict := 'cancelled';
-            RETURN NEXT;
-            CONTINUE;
         END IF;
-        -- Back to PENDING, keeping a retry's due time (it is already past).
-        UPDATE calls SET status = 'PENDING', attempts = attempts - 1,
-               next_attempt_at = CASE WHEN camp_status = 'IN_PROGRESS' THEN next_attempt_at END
-         WHERE id = a.call_id AND status = 'QUEUED';
-        IF FOUND THEN
+        IF moved THEN
             camps := camps || a.campaign_id;
-            kinds := kinds || 'pend'::text;
+            kinds := kinds || kind;
         END IF;
-        verdict := CASE WHEN camp_status = 'IN_PROGRESS' THEN 'expired' ELSE 'paused' END;
         RETURN NEXT;
     END LOOP;
     FOR d IN SELECT c AS id, count(*) AS n, count(*) FILTER (WHERE k = 'dial') AS dialed,

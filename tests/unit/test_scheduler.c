@@ -262,6 +262,46 @@ static void test_result_call_resource_fields(void **state)
 	}
 }
 
+/* Which call events a final status later in the same batch says in full. */
+static void test_subsumed(void **state)
+{
+	static const struct {
+		const char *name;
+		const char *msgs[6]; /* "attempt status seq", in batch order */
+		const char *want;    /* one char a message: s skipped, a applied */
+	} cases[] = {
+		{"a whole call", {"a initiated 0", "a ringing 1", "a in-progress 2", "a completed 3"}, "ssaa"},
+		{"no final status", {"a initiated 0", "a ringing 1", "a in-progress 2"}, "aaa"},
+		{"final status first", {"a completed 3", "a ringing 1"}, "as"},
+		{"a newer event than the final", {"a busy 2", "a ringing 4"}, "aa"},
+		{"another attempt's final", {"a ringing 1", "b completed 3"}, "aa"},
+		{"two attempts", {"a initiated 0", "a no-answer 2", "b ringing 1", "b queued 0"}, "saaa"},
+		{"no sequence", {"a ringing -1", "a completed 3"}, "aa"},
+		{"final of each kind", {"a ringing 1", "a canceled 2", "b ringing 1", "b failed 5"}, "sasa"},
+	};
+
+	(void)state;
+	for (size_t c = 0; c < DL_ARRAY_LEN(cases); c++) {
+		struct sched_message msgs[6];
+		const struct sched_message *m[6];
+		bool skip[6];
+		int n = 0;
+
+		memset(msgs, 0, sizeof(msgs));
+		for (; n < 6 && cases[c].msgs[n] != NULL; n++) {
+			assert_int_equal(sscanf(cases[c].msgs[n], "%128s %128s %ld", msgs[n].attempt, msgs[n].status,
+						&msgs[n].seq),
+					 3);
+			msgs[n].kind = SCHED_MSG_STATUS;
+			m[n] = &msgs[n];
+		}
+		sched_subsumed(m, n, skip);
+		for (int i = 0; i < n; i++)
+			if (skip[i] != (cases[c].want[i] == 's'))
+				fail_msg("%s: message %d (%s): skip %d", cases[c].name, i, cases[c].msgs[i], skip[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -271,6 +311,7 @@ int main(void)
 		cmocka_unit_test(test_result_messages),
 		cmocka_unit_test(test_result_call_resource_fields),
 		cmocka_unit_test(test_result_status_fields),
+		cmocka_unit_test(test_subsumed),
 	};
 
 	return cmocka_run_group_tests_name("scheduler rules", tests, NULL, NULL);
