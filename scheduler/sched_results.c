@@ -34,26 +34,24 @@ static const char SQL_ACCEPT[] =
 	" UPDATE calls SET call_sid = $2 FROM a WHERE calls.id = a.call_id";
 static const char SQL_AMBIGUOUS[] =
 	"UPDATE call_attempts SET status = 'UNKNOWN', reconcile_at = now() WHERE id = $1 AND status = 'DIALING'";
-static const char SQL_EVENT[] =
-	"WITH a AS (UPDATE call_attempts SET last_sequence = greatest(last_sequence, $2::int),"
-	"  call_sid = coalesce(call_sid, $3),"
-	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"
-	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
-	"  WHERE id = $1 RETURNING call_id)"
-	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
+/* A carrier status recorded on its attempt ($1: attempt, $2: sequence, $3:
+ * sid, $4: status) and the call's sid, where the attempt matches COND. */
+#define SQL_EVENT_WHERE(cond)                                                                                   \
+	"WITH a AS (UPDATE call_attempts SET last_sequence = greatest(last_sequence, $2::int),"                  \
+	"  call_sid = coalesce(call_sid, $3),"                                                                    \
+	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"                  \
+	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"     \
+	"  WHERE id = $1" cond " RETURNING call_id)"                                                              \
+	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3"
+/* The caller has checked the attempt under its lock. */
+static const char SQL_EVENT[] = SQL_EVENT_WHERE("");
 /* A call still going (queued, initiated, ringing, in progress): one
  * conditional write, and none when it would change nothing but the
  * sequence (a final status always comes last, so an older one cannot
  * follow it unnoticed). */
-static const char SQL_PROGRESS[] =
-	"WITH a AS (UPDATE call_attempts SET last_sequence = greatest(last_sequence, $2::int),"
-	"  call_sid = coalesce(call_sid, $3),"
-	"  status = CASE WHEN status IN ('DIALING', 'UNKNOWN') THEN 'ACCEPTED' ELSE status END,"
-	"  answered_at = CASE WHEN $4 = 'in-progress' THEN coalesce(answered_at, now()) ELSE answered_at END"
-	"  WHERE id = $1 AND status <> 'ENDED' AND ($2::int < 0 OR last_sequence < $2::int)"
-	"  AND (status IN ('DIALING', 'UNKNOWN') OR call_sid IS NULL OR ($4 = 'in-progress' AND answered_at IS NULL))"
-	"  RETURNING call_id)"
-	" UPDATE calls SET call_sid = $3 FROM a WHERE calls.id = a.call_id AND calls.call_sid IS DISTINCT FROM $3";
+static const char SQL_PROGRESS[] = SQL_EVENT_WHERE(
+	" AND status <> 'ENDED' AND ($2::int < 0 OR last_sequence < $2::int)"
+	" AND (status IN ('DIALING', 'UNKNOWN') OR call_sid IS NULL OR ($4 = 'in-progress' AND answered_at IS NULL))");
 static const char SQL_END[] = "SELECT result, campaign_id, organization_id, left_status, minutes"
 			      " FROM dialer_end_call($1, $2, $3::int, $4::boolean, $5::int, $6::int)";
 static const char SQL_COUNT[] = "SELECT dialer_count_calls($1, $2, $3, $4, $5, $6)";
@@ -80,7 +78,6 @@ struct tally {
 struct batch_item {
 	struct dl_amqp_msg msg;
 	struct sched_message m;
-	int seq;   /* order of arrival */
 	bool skip; /* said in full by a later status of its attempt in the batch */
 	int r;     /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
 };
@@ -336,7 +333,8 @@ static int by_attempt(const void *a, const void *b)
 	const struct batch_item *x = *(struct batch_item *const *)a, *y = *(struct batch_item *const *)b;
 	int c = strcmp(x->m.attempt, y->m.attempt);
 
-	return c != 0 ? c : (x->seq > y->seq) - (x->seq < y->seq);
+	/* items of one batch array: their addresses are their order of arrival */
+	return c != 0 ? c : (x > y) - (x < y);
 }
 
 /* A lane applies the messages of the attempts that hash to it, on its own
@@ -442,7 +440,6 @@ static void apply_results(struct sched_ctx *s, void *ctx, struct batch_item *ite
 	for (int i = 0; i < n; i++) {
 		struct lane *l;
 
-		items[i].seq = i;
 		items[i].r = sched_message_parse(items[i].msg.env.message.body.bytes,
 						  items[i].msg.env.message.body.len, &items[i].m);
 		if (items[i].r < 0)
