@@ -22,6 +22,7 @@ enum api_rate_class { API_RATE_DEFAULT = 0, API_RATE_BULK = 1, API_RATE_NONE = 2
 struct api_ratelimit;
 struct api_keycache;
 struct api_publisher;
+struct api_cache;
 
 /* How long a verified API key is trusted without asking the database again:
  * a revoked key is refused at the latest this long after its revocation. */
@@ -41,6 +42,9 @@ struct api_ctx {
 	struct api_publisher *pub; /* carrier callbacks to the broker */
 	pthread_t *import_threads;
 	int import_threads_started;
+	struct api_cache *cache; /* NULL when api.read_cache_entries is 0 */
+	pthread_t cache_thread;
+	bool cache_started;
 };
 
 /* A timestamptz column as the API's ISO 8601 UTC text: the database's
@@ -63,9 +67,15 @@ struct api_call {
 	PGconn *db;  /* borrowed for the request by api_db() */
 	json_t *body; /* the parsed JSON object, or NULL when the body was empty */
 	bool outer_txn; /* the request runs in a transaction opened for its Idempotency-Key */
+	/* A campaign of org_id the handler wrote (or may have written): the
+	 * read cache drops it once the request's transaction is over. */
+	char changed_campaign[DL_ID_MAX];
 };
 
 typedef void (*api_handler)(struct api_call *c);
+
+/* The reads the read cache (api_cache.c) answers. */
+enum api_cache_route { API_CACHE_NONE = 0, API_CACHE_LIST, API_CACHE_GET, API_CACHE_PROGRESS };
 
 struct api_route {
 	const char *method;
@@ -75,6 +85,7 @@ struct api_route {
 	bool body;           /* expects a JSON object body */
 	bool public_route;   /* no API key (carrier callbacks) */
 	bool idempotent;     /* honours an Idempotency-Key header */
+	enum api_cache_route cache; /* answered through the read cache */
 };
 
 /* api_router.c: the route table and matching. */
@@ -95,6 +106,53 @@ void api_db_failed(struct api_call *c);
  * an Idempotency-Key they do nothing (the key's commit is the handler's). */
 int api_tx_begin(struct api_call *c) DL_WUR;
 int api_tx_commit(struct api_call *c) DL_WUR;
+
+/* api_cache.c: the read cache of the campaign reads, kept valid by the
+ * database's NOTIFY of every campaign change (see the top of the file). */
+#define API_CACHE_KEY_MAX 1024
+struct api_cache_limits {
+	int entries;      /* answers kept, > 0 */
+	int max_age_ms;   /* never served older than this */
+	size_t max_body;  /* a larger answer is not kept */
+	size_t max_bytes; /* all answers together, keys included */
+	int max_deps;     /* invalidations remembered; past it, everything is dropped */
+};
+struct api_cache_blob;
+/* A new, empty cache that serves nothing until api_cache_set_listening.
+ * 0, -EINVAL or -ENOMEM. */
+int api_cache_new(const struct api_cache_limits *lim, struct api_cache **out) DL_WUR;
+/* Takes NULL. */
+void api_cache_free(struct api_cache *c);
+/* Whether changes are being heard. Serving stops while they are not; on
+ * true, everything kept before is dropped. */
+void api_cache_set_listening(struct api_cache *c, bool on);
+/* A change of campaign of org: its get and progress answers are dropped,
+ * and with listed its organization's lists too. Takes a NULL cache. */
+void api_cache_changed(struct api_cache *c, const char *org, const char *campaign, bool listed);
+/* Applies a dialer_campaigns payload "<org> <campaign> <l|p>"; 0, or
+ * -EINVAL for one it cannot read (then everything kept is dropped). */
+int api_cache_notify(struct api_cache *c, const char *payload) DL_WUR;
+/* True with *hit (a reference, see api_cache_blob_release) when key's answer
+ * may be served at now_ms. Otherwise false, and *token is what a read that
+ * starts now passes to api_cache_put (0: it will not be kept). */
+bool api_cache_get(struct api_cache *c, const char *key, int64_t now_ms, struct api_cache_blob **hit,
+		   uint64_t *token);
+/* Keeps body as key's answer, read under token at read_ms, depending on dep
+ * ("o:<org>" or "c:<campaign>"), unless a change of dep was heard since the
+ * token was taken. Copies body. */
+void api_cache_put(struct api_cache *c, const char *key, const char *dep, uint64_t token, int64_t read_ms,
+		   const char *body, size_t len);
+const char *api_cache_blob_data(const struct api_cache_blob *b, size_t *len);
+void api_cache_blob_release(struct api_cache_blob *b);
+/* How many answers are kept, and their bytes. */
+void api_cache_stats(struct api_cache *c, int *entries, size_t *bytes);
+void api_cache_metrics_register(void);
+/* Answers c (a GET of route, authenticated and within its rate) from the
+ * cache, or runs the handler and keeps its 200 answer. */
+void api_cache_serve(struct api_call *c, const struct api_route *route);
+/* The listener: LISTEN dialer_campaigns on a connection of its own, with
+ * reconnects; arg is the struct api_ctx. */
+void *api_cache_thread(void *arg);
 
 /* api_ratelimit.c: token buckets per key and class. */
 int api_ratelimit_new(int per_min_default, int per_min_bulk, struct api_ratelimit **out) DL_WUR;

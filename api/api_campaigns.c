@@ -16,7 +16,10 @@
 
 /* The same columns for api_respond_page and api_respond_one, whose binary
  * results carry timestamps as they are stored: the API writes their text,
- * which spares the database a to_char per timestamp. */
+ * which spares the database a to_char per timestamp.
+ * Keep in step with the trigger of common/sql/0010_campaign_change_notify.sql:
+ * a change of one of these columns must be announced as 'l', or the read
+ * cache (api_cache.c) would keep serving the list without it. */
 #define CAMPAIGN_READ_COLS                                                                     \
 	"id, name, status, flow_id, audience_id, calls_per_minute, max_concurrent_calls,"        \
 	" max_retries, retry_delay_minutes, call_timeout_minutes, scheduled_at, timezone,"       \
@@ -199,6 +202,7 @@ void api_campaigns_create(struct api_call *c)
 		return;
 	merge(&s, NULL, c->body);
 	dl_id_new("camp", id);
+	snprintf(c->changed_campaign, sizeof(c->changed_campaign), "%s", id);
 	params[0] = id;
 	params[1] = c->org_id;
 	memcpy(&params[2], s.v, sizeof(s.v));
@@ -243,6 +247,7 @@ void api_campaigns_update(struct api_call *c)
 		goto out;
 	}
 	memcpy(&params[2], s.v, sizeof(s.v));
+	snprintf(c->changed_campaign, sizeof(c->changed_campaign), "%s", c->params[0]);
 	r = dl_db_exec(c->db, SQL_CAMPAIGN_UPDATE, 12, params, NULL);
 	if (r == NULL || dl_db_cmd(c->db, "COMMIT") < 0) {
 		api_db_failed(c);
@@ -261,6 +266,7 @@ void api_campaigns_delete(struct api_call *c)
 
 	if (api_db(c) == NULL)
 		return;
+	snprintf(c->changed_campaign, sizeof(c->changed_campaign), "%s", c->params[0]);
 	r = dl_db_exec(c->db, SQL_CAMPAIGN_DELETE, 2, params, NULL);
 	if (r == NULL)
 		return api_db_failed(c);
@@ -316,6 +322,7 @@ static void transition(struct api_call *c, enum api_action action)
 		goto out;
 	}
 	params[2] = next;
+	snprintf(c->changed_campaign, sizeof(c->changed_campaign), "%s", c->params[0]);
 	r = dl_db_exec(c->db, SQL_CAMPAIGN_SET_STATUS, 3, params, NULL);
 	if (r == NULL) {
 		api_db_failed(c);

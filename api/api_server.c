@@ -12,6 +12,11 @@
 
 extern const char api_openapi_yaml[], api_openapi_yaml_end[];
 
+/* The read cache's fixed limits: a list of 100 campaigns is about 60 KB. */
+#define API_CACHE_MAX_BODY (64 * 1024)
+#define API_CACHE_MAX_BYTES ((size_t)32 * 1024 * 1024)
+#define API_CACHE_MIN_DEPS 4096
+
 static const char SQL_KEY_LOOKUP[] =
 	"SELECT organization_id, id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
 static const char SQL_IDEM_CLAIM[] =
@@ -270,9 +275,16 @@ static void handle(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp
 			dl_http_error(resp, 400, "Idempotency-Key must be 1 to 255 printable ASCII characters");
 		else if (key != NULL)
 			run_idempotent(&c, route, key);
+		else if (route->cache != API_CACHE_NONE)
+			api_cache_serve(&c, route);
 		else
 			route->fn(&c);
 	}
+	/* After the commit (the Idempotency-Key's one included) and before the
+	 * answer: this client's next read sees its write without waiting for
+	 * the NOTIFY. */
+	if (c.changed_campaign[0])
+		api_cache_changed(api->cache, c.org_id, c.changed_campaign, true);
 out:
 	json_decref(c.body);
 	dl_db_pool_put(api->db, c.db);
@@ -314,6 +326,23 @@ static int api_init(struct dl_service_ctx *svc)
 			return -EAGAIN;
 		api->import_threads_started++;
 	}
+	if (cfg->api_read_cache_entries > 0) {
+		struct api_cache_limits lim = {
+			.entries = cfg->api_read_cache_entries,
+			.max_age_ms = cfg->api_read_cache_max_age_ms,
+			.max_body = API_CACHE_MAX_BODY,
+			.max_bytes = API_CACHE_MAX_BYTES,
+			.max_deps = cfg->api_read_cache_entries * 4 < API_CACHE_MIN_DEPS ? API_CACHE_MIN_DEPS
+											: cfg->api_read_cache_entries * 4,
+		};
+
+		api_cache_metrics_register();
+		if (api_cache_new(&lim, &api->cache) < 0)
+			return -ENOMEM;
+		if (pthread_create(&api->cache_thread, NULL, api_cache_thread, api) != 0)
+			return -EAGAIN;
+		api->cache_started = true;
+	}
 	if (dl_httpd_start(cfg, cfg->http_listen, cfg->http_port, cfg->http_threads, handle, api,
 			   &api->httpd) < 0)
 		return -EADDRINUSE;
@@ -347,6 +376,9 @@ static void api_fini(struct dl_service_ctx *svc)
 		pthread_join(api->outbox_thread, NULL);
 	for (int i = 0; i < api->import_threads_started; i++)
 		pthread_join(api->import_threads[i], NULL);
+	if (api->cache_started)
+		pthread_join(api->cache_thread, NULL);
+	api_cache_free(api->cache);
 	free(api->import_threads);
 	api_ratelimit_free(api->rl);
 	api_keycache_free(api->keys);

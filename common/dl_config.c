@@ -57,6 +57,8 @@ static const struct opt opts[] = {
 	I("api", "bulk_rate_per_min", api_bulk_rate_per_min, 10, 1, 10000000),
 	I("api", "outbox_batch", api_outbox_batch, 200, 1, 10000),
 	I("api", "import_threads", api_import_threads, 1, 1, 16),
+	I("api", "read_cache_entries", api_read_cache_entries, 4096, 0, 1000000),
+	I("api", "read_cache_max_age_ms", api_read_cache_max_age_ms, 5000, 10, 3600000),
 	S("carrier", "base_url", carrier_base_url, "http://127.0.0.1:8090"),
 	S("carrier", "account_sid", carrier_account_sid, "ACdialerlocal00000000000000000000"),
 	SECRET("carrier", "auth_token", carrier_auth_token, "dialer-local-auth-token"),

@@ -48,6 +48,8 @@ struct dl_config {
 	int api_bulk_rate_per_min;
 	int api_outbox_batch;
 	int api_import_threads;
+	int api_read_cache_entries;    /* responses of campaign reads kept (0: no read cache) */
+	int api_read_cache_max_age_ms; /* a kept response is never served older than this */
 	/* carrier */
 	char *carrier_base_url;
 	char *carrier_account_sid;

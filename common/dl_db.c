@@ -66,14 +66,15 @@ static int prepared_event(PGEventId id, void *info, void *arg)
 	return 1;
 }
 
-int dl_db_connect(const char *url, int timeout_s, PGconn **out)
+/* Opens a connection; keys and vals end in NULL, with "connect_timeout"
+ * second (its value is written here). */
+static int connect_with(const char *const *keys, const char **vals, int timeout_s, PGconn **out)
 {
-	const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
 	char tmo[16];
-	const char *vals[] = {url, tmo, "dialer", NULL};
 	PGconn *conn;
 
 	snprintf(tmo, sizeof(tmo), "%d", timeout_s);
+	vals[1] = tmo;
 	conn = PQconnectdbParams(keys, vals, 1);
 	if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
 		char msg[512];
@@ -90,6 +91,23 @@ int dl_db_connect(const char *url, int timeout_s, PGconn **out)
 	DL_IGNORE(PQregisterEventProc(conn, prepared_event, EVENT_NAME, NULL));
 	*out = conn;
 	return 0;
+}
+
+int dl_db_connect(const char *url, int timeout_s, PGconn **out)
+{
+	const char *const keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+	const char *vals[] = {url, NULL, "dialer", NULL};
+
+	return connect_with(keys, vals, timeout_s, out);
+}
+
+int dl_db_connect_named(const char *url, int timeout_s, const char *app, PGconn **out)
+{
+	const char *const keys[] = {"dbname", "connect_timeout", "application_name", "keepalives",
+				    "keepalives_idle", "keepalives_interval", "keepalives_count", NULL};
+	const char *vals[] = {url, NULL, app, "1", "5", "2", "3", NULL};
+
+	return connect_with(keys, vals, timeout_s, out);
 }
 
 int dl_db_pool_new(const char *url, int size, int timeout_s, struct dl_db_pool **out)

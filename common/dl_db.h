@@ -11,6 +11,10 @@ struct dl_db_pool;
 
 /* Opens a connection to url (a libpq URI), with connect_timeout; 0 or -EIO. */
 int dl_db_connect(const char *url, int timeout_s, PGconn **out) DL_WUR;
+/* dl_db_connect for a connection that lives long and mostly waits (a
+ * LISTEN): application_name app, and TCP keepalives that notice a peer gone
+ * silent within about 11 s. 0 or -EIO (logged). */
+int dl_db_connect_named(const char *url, int timeout_s, const char *app, PGconn **out) DL_WUR;
 /* Creates a pool of size lazily-opened connections. */
 int dl_db_pool_new(const char *url, int size, int timeout_s, struct dl_db_pool **out) DL_WUR;
 /* Closes every connection; takes NULL. */
