@@ -12,10 +12,13 @@
 
 extern const char api_openapi_yaml[], api_openapi_yaml_end[];
 
-/* The read cache's fixed limits: a list of 100 campaigns is about 60 KB. */
+/* The read cache's fixed limits: a page of 100 campaigns (some 500 bytes
+ * each) fits; invalidations remembered, four per answer kept, within bounds
+ * (past them the cache is emptied at once, see api_cache.c). */
 #define API_CACHE_MAX_BODY (64 * 1024)
 #define API_CACHE_MAX_BYTES ((size_t)32 * 1024 * 1024)
 #define API_CACHE_MIN_DEPS 4096
+#define API_CACHE_MAX_DEPS 262144
 
 static const char SQL_KEY_LOOKUP[] =
 	"SELECT organization_id, id, key_hash FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL";
@@ -332,8 +335,9 @@ static int api_init(struct dl_service_ctx *svc)
 			.max_age_ms = cfg->api_read_cache_max_age_ms,
 			.max_body = API_CACHE_MAX_BODY,
 			.max_bytes = API_CACHE_MAX_BYTES,
-			.max_deps = cfg->api_read_cache_entries * 4 < API_CACHE_MIN_DEPS ? API_CACHE_MIN_DEPS
-											: cfg->api_read_cache_entries * 4,
+			.max_deps = cfg->api_read_cache_entries < API_CACHE_MIN_DEPS / 4   ? API_CACHE_MIN_DEPS
+				    : cfg->api_read_cache_entries > API_CACHE_MAX_DEPS / 4 ? API_CACHE_MAX_DEPS
+											   : cfg->api_read_cache_entries * 4,
 		};
 
 		api_cache_metrics_register();
