@@ -85,7 +85,8 @@ check_histograms() {
 # service URL_VARIABLE required families...
 services=(
 	"dialer-api DIALER_API_URL dialer_build_info dialer_http_requests_total dialer_http_request_duration_seconds
-	 dialer_outbox_published_total dialer_outbox_lag_seconds"
+	 dialer_outbox_published_total dialer_outbox_lag_seconds dialer_api_read_cache_total
+	 dialer_api_read_cache_listening"
 	"dialer-scheduler DIALER_SCHEDULER_HEALTH_URL dialer_build_info dialer_http_requests_total
 	 dialer_scheduler_leader dialer_scheduler_dials_dispatched_total dialer_calls_total dialer_outbox_published_total
 	 dialer_outbox_lag_seconds dialer_scheduler_attempts_in_flight dialer_scheduler_campaigns_active
