@@ -99,34 +99,43 @@ static int by_id(const void *a, const void *b)
 	return strcmp(((const struct tally_row *)a)->id, ((const struct tally_row *)b)->id);
 }
 
+/* Runs sql, or queues it when piped (its result read later); 0 or -EIO. */
+static int run(PGconn *db, bool piped, const char *sql, int n, const char *const *p)
+{
+	PGresult *r;
+
+	if (piped)
+		return dl_db_pipe_send(db, sql, n, p);
+	r = dl_db_exec_prepared(db, sql, n, p, NULL);
+	if (r == NULL)
+		return -EIO;
+	PQclear(r);
+	return 0;
+}
+
 /* Writes the batch's counters and minutes, each row once, in id order (so
- * that two batches never wait on each other's rows crosswise); 0 or -EIO. */
-static int tally_flush(PGconn *db, struct tally *t)
+ * that two batches never wait on each other's rows crosswise), or queues
+ * them when piped (t->n_camp + t->n_org statements); 0 or -EIO. */
+static int tally_flush(PGconn *db, struct tally *t, bool piped)
 {
 	qsort(t->camp, (size_t)t->n_camp, sizeof(t->camp[0]), by_id);
 	qsort(t->org, (size_t)t->n_org, sizeof(t->org[0]), by_id);
 	for (int i = 0; i < t->n_camp; i++) {
 		char v[TALLY_COUNTS][24];
 		const char *p[1 + TALLY_COUNTS] = {t->camp[i].id, v[0], v[1], v[2], v[3], v[4]};
-		PGresult *r;
 
 		for (int k = 0; k < TALLY_COUNTS; k++)
 			snprintf(v[k], sizeof(v[k]), "%lld", t->camp[i].v[k]);
-		r = dl_db_exec_prepared(db, SQL_COUNT, 1 + TALLY_COUNTS, p, NULL);
-		if (r == NULL)
+		if (run(db, piped, SQL_COUNT, 1 + TALLY_COUNTS, p) < 0)
 			return -EIO;
-		PQclear(r);
 	}
 	for (int i = 0; i < t->n_org; i++) {
 		char minutes[24];
 		const char *p[2] = {t->org[i].id, minutes};
-		PGresult *r;
 
 		snprintf(minutes, sizeof(minutes), "%lld", t->org[i].v[0]);
-		r = dl_db_exec_prepared(db, SQL_CHARGE, 2, p, NULL);
-		if (r == NULL)
+		if (run(db, piped, SQL_CHARGE, 2, p) < 0)
 			return -EIO;
-		PQclear(r);
 	}
 	return 0;
 }
@@ -143,23 +152,33 @@ static void tally_done(struct tally *t)
 	t->n_camp = t->n_org = t->n_ended = 0;
 }
 
-/* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
-static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
-		       long duration, long seq)
+/* The parameters of SQL_END. */
+struct end_args {
+	char dur[24], minute[16], seq[24];
+	const char *p[6];
+};
+
+static void end_args(struct sched_ctx *s, struct end_args *a, const char *attempt, const char *outcome,
+		     long duration, long seq)
 {
-	char dur[24], minute[16], seq_s[24];
-	const char *p[6] = {attempt, outcome, dur, sched_outcome_retryable(outcome) ? "true" : "false", minute, seq_s};
+	snprintf(a->dur, sizeof(a->dur), "%ld", duration);
+	snprintf(a->minute, sizeof(a->minute), "%d", s->cfg->clock_minute_ms);
+	snprintf(a->seq, sizeof(a->seq), "%ld", seq);
+	a->p[0] = attempt;
+	a->p[1] = outcome;
+	a->p[2] = a->dur;
+	a->p[3] = sched_outcome_retryable(outcome) ? "true" : "false";
+	a->p[4] = a->minute;
+	a->p[5] = a->seq;
+}
+
+/* What SQL_END did (r, which it clears) added to t; 0 or -EIO. */
+static int end_tally(struct tally *t, PGresult *r, const char *attempt, const char *outcome)
+{
 	const char *result, *left;
 	struct tally_row *c, *o = NULL;
 	long long minutes;
-	PGresult *r;
 
-	snprintf(dur, sizeof(dur), "%ld", duration);
-	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
-	snprintf(seq_s, sizeof(seq_s), "%ld", seq);
-	r = dl_db_exec_prepared(db, SQL_END, 6, p, NULL);
-	if (r == NULL)
-		return -EIO;
 	result = PQgetvalue(r, 0, 0);
 	left = PQgetvalue(r, 0, 3);
 	minutes = atoll(PQgetvalue(r, 0, 4));
@@ -186,14 +205,18 @@ static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const c
 	return 0;
 }
 
-static int exec1(PGconn *db, const char *sql, int n, const char *const *p)
+/* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
+static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
+		       long duration, long seq)
 {
-	PGresult *r = dl_db_exec_prepared(db, sql, n, p, NULL);
+	struct end_args a;
+	PGresult *r;
 
+	end_args(s, &a, attempt, outcome, duration, seq);
+	r = dl_db_exec_prepared(db, SQL_END, 6, a.p, NULL);
 	if (r == NULL)
 		return -EIO;
-	PQclear(r);
-	return 0;
+	return end_tally(t, r, attempt, outcome);
 }
 
 /* Who ended a call, as far as a status message knows. */
@@ -207,44 +230,75 @@ enum hang_src {
  * result) ends the attempt. A callback that ends a call completed or
  * canceled while its hang-up's result is awaited ends nothing: that result
  * says whether the carrier or our hang-up ended it (timeout). */
-static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m,
-			enum hang_src src)
+/* What a status does to its attempt, given the attempt's row (SQL_ATTEMPT). */
+struct status_plan {
+	bool apply;          /* false: unknown attempt, final already, or older than what we saw */
+	bool event;          /* record the status on the attempt (SQL_EVENT) */
+	const char *outcome; /* end the attempt with it; NULL: not ended */
+	char seq[24];        /* the sequence recorded */
+	const char *p[4];    /* SQL_EVENT's parameters */
+};
+
+static void status_plan(const struct sched_message *m, enum hang_src src, const PGresult *cur,
+			struct status_plan *pl)
 {
-	const char *attempt = m->attempt, *outcome;
-	char seq_s[24];
-	const char *p[4] = {attempt, seq_s, m->sid, m->status};
-	PGresult *cur;
 	bool answered, hangup_sent, hung_up, known;
 
-	if (src == HANG_EVENT && sched_outcome(m->status, NULL, 0, false, false) == NULL) {
-		snprintf(seq_s, sizeof(seq_s), "%ld", m->seq);
-		return exec1(db, SQL_PROGRESS, 4, p);
-	}
-	cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
-	if (cur == NULL)
-		return -EIO;
-	if (PQntuples(cur) == 0 || !strcmp(PQgetvalue(cur, 0, 0), "ENDED") ||
-	    (m->seq >= 0 && m->seq <= atol(PQgetvalue(cur, 0, 1)))) {
-		PQclear(cur); /* unknown, final already, or older than what we saw */
-		return 0;
-	}
+	pl->apply = PQntuples(cur) == 1 && strcmp(PQgetvalue(cur, 0, 0), "ENDED") != 0 &&
+		    !(m->seq >= 0 && m->seq <= atol(PQgetvalue(cur, 0, 1)));
+	if (!pl->apply)
+		return;
 	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(m->status, "in-progress");
 	hangup_sent = PQgetvalue(cur, 0, 3)[0] == 't';
 	hung_up = src == HANG_US || (src == HANG_EVENT && PQgetvalue(cur, 0, 4)[0] == 't');
 	/* accepted with its sid: a final status that ends it needs no event */
 	known = !strcmp(PQgetvalue(cur, 0, 0), "ACCEPTED") && PQgetvalue(cur, 0, 5)[0] == 't';
-	PQclear(cur);
-	snprintf(seq_s, sizeof(seq_s), "%ld", m->seq >= 0 ? m->seq : 0);
-	outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
-				hung_up);
+	snprintf(pl->seq, sizeof(pl->seq), "%ld", m->seq >= 0 ? m->seq : 0);
+	pl->outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
+				    hung_up);
 	if (src == HANG_EVENT && hangup_sent && !hung_up &&
 	    (!strcmp(m->status, "completed") || !strcmp(m->status, "canceled")))
-		outcome = NULL; /* the hang-up's result ends it */
-	if ((outcome == NULL || !known) && exec1(db, SQL_EVENT, 4, p) < 0)
+		pl->outcome = NULL; /* the hang-up's result ends it */
+	pl->event = pl->outcome == NULL || !known;
+	pl->p[0] = m->attempt;
+	pl->p[1] = pl->seq;
+	pl->p[2] = m->sid;
+	pl->p[3] = m->status;
+}
+
+/* A status that does not end a call (queued, initiated, ringing, in
+ * progress) from a callback: SQL_PROGRESS needs no look at the attempt. */
+static bool status_goes_on(const struct sched_message *m)
+{
+	return sched_outcome(m->status, NULL, 0, false, false) == NULL;
+}
+
+static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m,
+			enum hang_src src)
+{
+	const char *attempt = m->attempt;
+	struct status_plan pl;
+	PGresult *cur;
+
+	if (src == HANG_EVENT && status_goes_on(m)) {
+		char seq_s[24];
+		const char *p[4] = {attempt, seq_s, m->sid, m->status};
+
+		snprintf(seq_s, sizeof(seq_s), "%ld", m->seq);
+		return run(db, false, SQL_PROGRESS, 4, p);
+	}
+	cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
+	if (cur == NULL)
 		return -EIO;
-	if (outcome == NULL)
+	status_plan(m, src, cur, &pl);
+	PQclear(cur);
+	if (!pl.apply)
 		return 0;
-	return end_attempt(s, db, t, attempt, outcome, m->duration, m->seq >= 0 ? m->seq : 0);
+	if (pl.event && run(db, false, SQL_EVENT, 4, pl.p) < 0)
+		return -EIO;
+	if (pl.outcome == NULL)
+		return 0;
+	return end_attempt(s, db, t, attempt, pl.outcome, m->duration, m->seq >= 0 ? m->seq : 0);
 }
 
 static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m)
@@ -256,11 +310,11 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 	case SCHED_MSG_IGNORE:
 		return 0;
 	case SCHED_MSG_ACCEPTED:
-		return exec1(db, SQL_ACCEPT, 2, p);
+		return run(db, false, SQL_ACCEPT, 2, p);
 	case SCHED_MSG_INVALID_NUMBER:
 		return end_attempt(s, db, t, attempt, "invalid-number", 0, -1);
 	case SCHED_MSG_AMBIGUOUS:
-		return exec1(db, SQL_AMBIGUOUS, 1, &attempt);
+		return run(db, false, SQL_AMBIGUOUS, 1, &attempt);
 	case SCHED_MSG_REFUSED:
 		return end_attempt(s, db, t, attempt, "failed", 0, -1);
 	case SCHED_MSG_STATUS:
@@ -277,10 +331,10 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 			return 0;
 		if (!m->found)
 			/* The carrier never saw it: the dial did not happen. */
-			return exec1(db, SQL_RELEASE, 1, &attempt);
+			return run(db, false, SQL_RELEASE, 1, &attempt);
 		if (!sched_sid_valid(m->sid) || !m->has_status)
 			return -EINVAL;
-		if (exec1(db, SQL_ACCEPT, 2, p) < 0)
+		if (run(db, false, SQL_ACCEPT, 2, p) < 0)
 			return -EIO;
 		return apply_status(s, db, t, m, HANG_EVENT);
 	}
@@ -290,7 +344,7 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 		 * (the hang-up failed): the sweep sends it again. */
 		if (!m->ended && !m->hung_up)
 			return 0;
-		if (!m->ended && exec1(db, SQL_HUNG_UP, 1, &attempt) < 0)
+		if (!m->ended && run(db, false, SQL_HUNG_UP, 1, &attempt) < 0)
 			return -EIO;
 		if (!m->has_status)
 			return 0; /* the final callback ends it */
@@ -317,7 +371,7 @@ static int apply_txn(struct sched_ctx *s, PGconn *db, struct tally *t, struct ba
 		else
 			items[i]->r = a;
 	}
-	if (r == 0 && tally_flush(db, t) < 0)
+	if (r == 0 && tally_flush(db, t, false) < 0)
 		r = -EIO;
 	if (r == 0 && dl_db_cmd(db, "COMMIT") < 0)
 		r = -EIO;
@@ -325,6 +379,213 @@ static int apply_txn(struct sched_ctx *s, PGconn *db, struct tally *t, struct ba
 		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
 	if (r == 0)
 		tally_done(t);
+	return r;
+}
+
+/* The pipelined share: a lane's messages of one shape, the common one (a
+ * dial accepted, the call's progress, its final status), applied in three
+ * round trips instead of one or two a message. */
+static const char *const piped_sql[] = {SQL_ACCEPT, SQL_PROGRESS, SQL_ATTEMPT, SQL_EVENT, SQL_END, SQL_COUNT,
+					SQL_CHARGE};
+static const int piped_nparams[] = {2, 4, 1, 4, 6, 1 + TALLY_COUNTS, 2};
+
+/* Whether the share (in attempt order) has that shape: dial results that
+ * accepted a call, ignored ones, and carrier statuses, an attempt's status
+ * that ends its call coming last among its messages (the same outcome as
+ * applying them one by one, where nothing after an end changes it). */
+static bool piped_shape(struct batch_item *const *items, int n)
+{
+	for (int i = 0; i < n; i++) {
+		const struct sched_message *m = &items[i]->m;
+
+		if (items[i]->skip || m->kind == SCHED_MSG_IGNORE || m->kind == SCHED_MSG_ACCEPTED)
+			continue;
+		if (m->kind != SCHED_MSG_STATUS)
+			return false;
+		if (status_goes_on(m))
+			continue;
+		for (int k = i + 1; k < n && !strcmp(items[k]->m.attempt, m->attempt); k++)
+			if (!items[k]->skip && items[k]->m.kind != SCHED_MSG_IGNORE)
+				return false;
+	}
+	return true;
+}
+
+/* Reads the results of a pipeline's k statements (cur[i] keeps those of
+ * the statements marked in keep, NULL elsewhere), then its sync; 0, or -EIO
+ * with every kept result cleared and the pipeline read to its sync, or
+ * -EPIPE when the sync did not come where it should. */
+static int piped_read(PGconn *db, int k, const char *const *sql, const bool *keep, PGresult **cur)
+{
+	for (int i = 0; i < k; i++) {
+		PGresult *r = dl_db_pipe_result(db, sql[i]);
+
+		if (r == NULL) {
+			for (int j = 0; j < i; j++) {
+				PQclear(cur[j]);
+				cur[j] = NULL;
+			}
+			DL_IGNORE(dl_db_pipe_end(db, k - i - 1));
+			return -EIO;
+		}
+		if (keep != NULL && keep[i])
+			cur[i] = r;
+		else
+			PQclear(r);
+	}
+	if (dl_db_pipe_synced(db) < 0) {
+		for (int j = 0; j < k; j++) {
+			PQclear(cur[j]);
+			cur[j] = NULL;
+		}
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/* The share in one transaction of three pipelined round trips: (1) BEGIN,
+ * each dial accepted, each progress and the row of each attempt a final
+ * status ends (locked); (2) each final status recorded and its attempt
+ * ended; (3) the tallies and COMMIT. 0 (each item's r set), -EAGAIN when the
+ * share is not of that shape, -EIO with nothing applied, -EPIPE when the
+ * connection is no longer usable. */
+static int apply_piped(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item **items, int n)
+{
+	/* per round trip at most: BEGIN and a statement per message; two a
+	 * message; a tally row per message, two a message, and COMMIT */
+	const char *sql[2 * SCHED_BATCH_MAX + 1];
+	const char *params[SCHED_BATCH_MAX][4];
+	char seq[SCHED_BATCH_MAX][24];
+	PGresult *cur[2 * SCHED_BATCH_MAX + 1] = {NULL};
+	bool keep[2 * SCHED_BATCH_MAX + 1] = {false};
+	struct status_plan *plan = NULL;
+	struct end_args *ends = NULL;
+	int k = 0, r = -EIO, at[SCHED_BATCH_MAX];
+
+	if (!piped_shape(items, n))
+		return -EAGAIN;
+	for (size_t i = 0; i < DL_ARRAY_LEN(piped_sql); i++)
+		if (dl_db_prepare(db, piped_sql[i], piped_nparams[i]) < 0)
+			return -EIO;
+	plan = calloc((size_t)n, sizeof(*plan));
+	ends = calloc((size_t)n, sizeof(*ends));
+	if (plan == NULL || ends == NULL || dl_db_pipe_begin(db) < 0)
+		goto out_free;
+	t->n_camp = t->n_org = t->n_ended = 0;
+
+	/* (1) */
+	sql[k++] = "BEGIN";
+	if (dl_db_pipe_send(db, "BEGIN", 0, NULL) < 0)
+		goto out_pipe;
+	for (int i = 0; i < n; i++) {
+		const struct sched_message *m = &items[i]->m;
+
+		items[i]->r = 0;
+		at[i] = -1;
+		if (items[i]->skip || m->kind == SCHED_MSG_IGNORE)
+			continue;
+		params[i][0] = m->attempt;
+		params[i][1] = m->sid;
+		if (m->kind == SCHED_MSG_ACCEPTED) {
+			sql[k] = SQL_ACCEPT;
+		} else if (status_goes_on(m)) {
+			snprintf(seq[i], sizeof(seq[i]), "%ld", m->seq);
+			params[i][1] = seq[i];
+			params[i][2] = m->sid;
+			params[i][3] = m->status;
+			sql[k] = SQL_PROGRESS;
+		} else {
+			sql[k] = SQL_ATTEMPT;
+			keep[k] = true;
+			at[i] = k;
+		}
+		if (dl_db_pipe_send(db, sql[k], sql[k] == SQL_ACCEPT ? 2 : sql[k] == SQL_ATTEMPT ? 1 : 4, params[i]) < 0)
+			goto out_pipe;
+		k++;
+	}
+	if (dl_db_pipe_sync(db) < 0 || piped_read(db, k, sql, keep, cur) < 0)
+		goto out_pipe_read;
+
+	/* (2) */
+	k = 0;
+	for (int i = 0; i < n; i++) {
+		const struct sched_message *m = &items[i]->m;
+
+		if (at[i] < 0)
+			continue;
+		status_plan(m, HANG_EVENT, cur[at[i]], &plan[i]);
+		if (!plan[i].apply)
+			continue;
+		if (plan[i].event) {
+			sql[k] = SQL_EVENT;
+			if (dl_db_pipe_send(db, SQL_EVENT, 4, plan[i].p) < 0)
+				goto out_pipe;
+			k++;
+		}
+		if (plan[i].outcome != NULL) {
+			end_args(s, &ends[i], m->attempt, plan[i].outcome, m->duration, m->seq >= 0 ? m->seq : 0);
+			sql[k] = SQL_END;
+			if (dl_db_pipe_send(db, SQL_END, 6, ends[i].p) < 0)
+				goto out_pipe;
+			k++;
+		}
+	}
+	for (int i = 0; i < 2 * SCHED_BATCH_MAX + 1; i++) {
+		PQclear(cur[i]);
+		cur[i] = NULL;
+		keep[i] = false;
+	}
+	/* keep every SQL_END's result, in the order they were sent */
+	for (int i = 0; i < k; i++)
+		keep[i] = sql[i] == SQL_END;
+	if (k > 0 && (dl_db_pipe_sync(db) < 0 || piped_read(db, k, sql, keep, cur) < 0))
+		goto out_pipe_read;
+	for (int i = 0, e = 0; i < n; i++) {
+		if (at[i] < 0 || !plan[i].apply || plan[i].outcome == NULL)
+			continue;
+		while (sql[e] != SQL_END)
+			e++;
+		if (end_tally(t, cur[e], items[i]->m.attempt, plan[i].outcome) < 0) {
+			cur[e] = NULL;
+			goto out_pipe_done;
+		}
+		cur[e++] = NULL;
+	}
+
+	/* (3) */
+	k = t->n_camp + t->n_org + 1;
+	if (tally_flush(db, t, true) < 0 || dl_db_pipe_send(db, "COMMIT", 0, NULL) < 0)
+		goto out_pipe;
+	for (int i = 0; i < k; i++) {
+		sql[i] = i < t->n_camp ? SQL_COUNT : i < k - 1 ? SQL_CHARGE : "COMMIT";
+		keep[i] = false;
+	}
+	if (dl_db_pipe_sync(db) < 0 || piped_read(db, k, sql, NULL, cur) < 0)
+		goto out_pipe_read;
+	r = 0;
+	goto out_pipe_done;
+
+out_pipe:
+	/* a send failed: what was sent is read with its sync */
+	DL_IGNORE(dl_db_pipe_sync(db));
+	DL_IGNORE(dl_db_pipe_end(db, k));
+	goto out_exit;
+out_pipe_read:
+out_pipe_done:
+	if (PQpipelineStatus(db) != PQ_PIPELINE_OFF && !PQexitPipelineMode(db))
+		r = -EPIPE;
+out_exit:
+	for (int i = 0; i < 2 * SCHED_BATCH_MAX + 1; i++)
+		PQclear(cur[i]);
+	if (r != -EPIPE && PQpipelineStatus(db) != PQ_PIPELINE_OFF)
+		r = -EPIPE;
+	if (r == -EIO && PQtransactionStatus(db) != PQTRANS_IDLE)
+		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+	if (r == 0)
+		tally_done(t);
+out_free:
+	free(plan);
+	free(ends);
 	return r;
 }
 
@@ -388,8 +649,29 @@ static void lane_apply(struct lane *l)
 		for (int i = 0; i < l->n; i++)
 			l->items[i]->skip = skip[i];
 	}
-	if (apply_txn(s, l->db, &l->t, l->items, l->n) == 0)
+	switch (apply_piped(s, l->db, &l->t, l->items, l->n)) {
+	case 0:
+		dl_metrics_add("dialer_scheduler_results_shares_total", "path=\"pipelined\"", 1);
 		return;
+	case -EAGAIN:
+		if (apply_txn(s, l->db, &l->t, l->items, l->n) == 0) {
+			dl_metrics_add("dialer_scheduler_results_shares_total", "path=\"one_transaction\"", 1);
+			return;
+		}
+		break;
+	case -EPIPE:
+		PQfinish(l->db);
+		l->db = NULL;
+		if (sched_db_connect(s, &l->db) < 0) {
+			for (int i = 0; i < l->n; i++)
+				l->items[i]->r = -EIO;
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	dl_metrics_add("dialer_scheduler_results_shares_total", "path=\"one_by_one\"", 1);
 	for (int i = 0; i < l->n; i++)
 		if (apply_txn(s, l->db, &l->t, &l->items[i], 1) < 0)
 			l->items[i]->r = -EIO;
