@@ -68,18 +68,24 @@ struct tally_row {
 };
 struct tally {
 	int n_camp, n_org;
-	struct tally_row camp[SCHED_BATCH_MAX]; /* a message ends one attempt at most */
-	struct tally_row org[SCHED_BATCH_MAX];  /* v[0]: minutes */
+	struct tally_row camp[SCHED_ITEMS_MAX]; /* a message ends one attempt at most */
+	struct tally_row org[SCHED_ITEMS_MAX];  /* v[0]: minutes */
 	int n_ended;
-	const char *ended[SCHED_BATCH_MAX];     /* outcomes (static strings), counted after the commit */
+	const char *ended[SCHED_ITEMS_MAX];     /* outcomes (static strings), counted after the commit */
 };
 
 /* One delivery of a batch and what became of it. */
-struct batch_item {
+struct delivery {
 	struct dl_amqp_msg msg;
+	int r; /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
+};
+
+/* One message of a batch: a delivery holds one, a call.statuses many. */
+struct batch_item {
 	struct sched_message m;
 	bool skip; /* said in full by a later status of its attempt in the batch */
-	int r;     /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
+	int r;     /* as a delivery's */
+	int d;     /* its delivery in the batch */
 };
 
 static struct tally_row *tally_row(struct tally_row *rows, int *n, const char *id)
@@ -87,7 +93,7 @@ static struct tally_row *tally_row(struct tally_row *rows, int *n, const char *i
 	for (int i = 0; i < *n; i++)
 		if (!strcmp(rows[i].id, id))
 			return &rows[i];
-	if (*n == SCHED_BATCH_MAX || strlen(id) >= sizeof(rows[0].id))
+	if (*n == SCHED_ITEMS_MAX || strlen(id) >= sizeof(rows[0].id))
 		return NULL;
 	memset(&rows[*n], 0, sizeof(rows[0]));
 	strcpy(rows[*n].id, id);
@@ -199,7 +205,7 @@ static int end_tally(struct tally *t, PGresult *r, const char *attempt, const ch
 	c->v[!strcmp(result, "retry") ? TO_PENDING : !strcmp(result, "COMPLETED") ? TO_COMPLETED : TO_FAILED]++;
 	if (o != NULL)
 		o->v[0] += minutes;
-	if (t->n_ended < SCHED_BATCH_MAX)
+	if (t->n_ended < SCHED_ITEMS_MAX)
 		t->ended[t->n_ended++] = outcome;
 	PQclear(r);
 	return 0;
@@ -453,14 +459,14 @@ static int apply_piped(struct sched_ctx *s, PGconn *db, struct tally *t, struct 
 {
 	/* per round trip at most: BEGIN and a statement per message; two a
 	 * message; a tally row per message, two a message, and COMMIT */
-	const char *sql[2 * SCHED_BATCH_MAX + 1];
-	const char *params[SCHED_BATCH_MAX][4];
-	char seq[SCHED_BATCH_MAX][24];
-	PGresult *cur[2 * SCHED_BATCH_MAX + 1] = {NULL};
-	bool keep[2 * SCHED_BATCH_MAX + 1] = {false};
+	const char *sql[2 * SCHED_ITEMS_MAX + 1];
+	const char *params[SCHED_ITEMS_MAX][4];
+	char seq[SCHED_ITEMS_MAX][24];
+	PGresult *cur[2 * SCHED_ITEMS_MAX + 1] = {NULL};
+	bool keep[2 * SCHED_ITEMS_MAX + 1] = {false};
 	struct status_plan *plan = NULL;
 	struct end_args *ends = NULL;
-	int k = 0, r = -EIO, at[SCHED_BATCH_MAX];
+	int k = 0, r = -EIO, at[SCHED_ITEMS_MAX];
 
 	if (!piped_shape(items, n))
 		return -EAGAIN;
@@ -530,7 +536,7 @@ static int apply_piped(struct sched_ctx *s, PGconn *db, struct tally *t, struct 
 			k++;
 		}
 	}
-	for (int i = 0; i < 2 * SCHED_BATCH_MAX + 1; i++) {
+	for (int i = 0; i < 2 * SCHED_ITEMS_MAX + 1; i++) {
 		PQclear(cur[i]);
 		cur[i] = NULL;
 		keep[i] = false;
@@ -575,7 +581,7 @@ out_pipe_done:
 	if (PQpipelineStatus(db) != PQ_PIPELINE_OFF && !PQexitPipelineMode(db))
 		r = -EPIPE;
 out_exit:
-	for (int i = 0; i < 2 * SCHED_BATCH_MAX + 1; i++)
+	for (int i = 0; i < 2 * SCHED_ITEMS_MAX + 1; i++)
 		PQclear(cur[i]);
 	if (r != -EPIPE && PQpipelineStatus(db) != PQ_PIPELINE_OFF)
 		r = -EPIPE;
@@ -605,7 +611,7 @@ struct lane {
 	pthread_t thread;
 	PGconn *db;
 	struct tally t;
-	struct batch_item *items[SCHED_BATCH_MAX];
+	struct batch_item *items[SCHED_ITEMS_MAX];
 	int n;
 };
 struct lanes {
@@ -617,6 +623,9 @@ struct lanes {
 	bool stop;
 	int k;
 	struct lane lane[SCHED_RESULTS_CONSUMERS_MAX];
+	struct batch_item *items; /* the batch's messages (SCHED_ITEMS_MAX) */
+	int n_items;
+	struct sched_message parsed[SCHED_STATUSES_MAX]; /* a delivery's */
 };
 
 /* The lane's messages in one transaction, in attempt order (another
@@ -640,8 +649,8 @@ static void lane_apply(struct lane *l)
 	}
 	qsort(l->items, (size_t)l->n, sizeof(l->items[0]), by_attempt);
 	{
-		const struct sched_message *m[SCHED_BATCH_MAX];
-		bool skip[SCHED_BATCH_MAX];
+		const struct sched_message *m[SCHED_ITEMS_MAX];
+		bool skip[SCHED_ITEMS_MAX];
 
 		for (int i = 0; i < l->n; i++)
 			m[i] = &l->items[i]->m;
@@ -710,24 +719,46 @@ static uint32_t attempt_hash(const char *id)
 	return h;
 }
 
-/* Results: each valid message to the lane of its attempt; returns when all
- * lanes are done with the batch. */
-static void apply_results(struct sched_ctx *s, void *ctx, struct batch_item *items, int n)
+/* A consumer's batch: take() is given each delivery as it comes (and says
+ * whether the batch has room for another), apply() all of them. */
+struct consumer {
+	bool (*take)(void *ctx, struct delivery *d, int i);
+	void (*apply)(struct sched_ctx *s, void *ctx, struct delivery *d, int n);
+};
+
+/* Results: a delivery's messages parsed into the batch's items. */
+static bool results_take(void *ctx, struct delivery *d, int i)
+{
+	struct lanes *all = ctx;
+	/* room for SCHED_STATUSES_MAX: take() said so before */
+	int n = sched_messages_parse(d[i].msg.env.message.body.bytes, d[i].msg.env.message.body.len, all->parsed,
+				     SCHED_STATUSES_MAX);
+
+	d[i].r = n < 0 ? -EINVAL : 0;
+	for (int k = 0; k < n; k++) {
+		struct batch_item *it = &all->items[all->n_items++];
+
+		it->m = all->parsed[k];
+		it->r = 0;
+		it->d = i;
+	}
+	return all->n_items <= SCHED_ITEMS_MAX - SCHED_STATUSES_MAX;
+}
+
+/* Results: each message to the lane of its attempt; returns when all lanes
+ * are done with the batch, each delivery's r the worst of its messages'. */
+static void results_apply(struct sched_ctx *s, void *ctx, struct delivery *d, int n)
 {
 	struct lanes *all = ctx;
 
 	(void)s;
+	(void)n;
 	for (int i = 0; i < all->k; i++)
 		all->lane[i].n = 0;
-	for (int i = 0; i < n; i++) {
-		struct lane *l;
+	for (int i = 0; i < all->n_items; i++) {
+		struct lane *l = &all->lane[attempt_hash(all->items[i].m.attempt) % (uint32_t)all->k];
 
-		items[i].r = sched_message_parse(items[i].msg.env.message.body.bytes,
-						  items[i].msg.env.message.body.len, &items[i].m);
-		if (items[i].r < 0)
-			continue;
-		l = &all->lane[attempt_hash(items[i].m.attempt) % (uint32_t)all->k];
-		l->items[l->n++] = &items[i];
+		l->items[l->n++] = &all->items[i];
 	}
 	pthread_mutex_lock(&all->mu);
 	all->busy = all->k;
@@ -736,26 +767,33 @@ static void apply_results(struct sched_ctx *s, void *ctx, struct batch_item *ite
 	while (all->busy > 0)
 		pthread_cond_wait(&all->done, &all->mu);
 	pthread_mutex_unlock(&all->mu);
+	for (int i = 0; i < all->n_items; i++) {
+		struct delivery *of = &d[all->items[i].d];
+
+		if (all->items[i].r == -EIO || (all->items[i].r == -EINVAL && of->r == 0))
+			of->r = all->items[i].r;
+	}
+	all->n_items = 0;
 }
 
 /* Shared loop of the two consumers: the deliveries at hand (up to
- * SCHED_BATCH_MAX) to handle(), each acked or given back after. */
-static void consume(struct sched_ctx *s, const char *queue,
-		    void (*handle)(struct sched_ctx *s, void *ctx, struct batch_item *items, int n), void *ctx)
+ * SCHED_BATCH_MAX, fewer when the consumer's batch is full) to it, each
+ * acked or given back after. */
+static void consume(struct sched_ctx *s, const char *queue, const struct consumer *c, void *ctx)
 {
 	volatile int *stop = &s->svc->stop;
-	struct batch_item *items = calloc(SCHED_BATCH_MAX, sizeof(*items));
+	struct delivery *d = calloc(SCHED_BATCH_MAX, sizeof(*d));
 	struct dl_amqp mq;
 	bool consuming = false;
 
-	if (items == NULL) {
+	if (d == NULL) {
 		dl_log_kv(DL_ERROR, "consumer not started: out of memory", "queue", queue, NULL);
 		s->svc->stop = 1;
 		return;
 	}
 	dl_amqp_init(&mq, s->cfg);
 	while (!*stop) {
-		bool all_ok = true;
+		bool all_ok = true, room;
 		int n;
 
 		if (!mq.open) {
@@ -768,35 +806,44 @@ static void consume(struct sched_ctx *s, const char *queue,
 				continue;
 			consuming = true;
 		}
-		if (dl_amqp_next(&mq, &items[0].msg, 500) <= 0)
+		if (dl_amqp_next(&mq, &d[0].msg, 500) <= 0)
 			continue;
-		for (n = 1; n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &items[n].msg, 0) == 1; n++)
-			;
-		handle(s, ctx, items, n);
+		room = c->take(ctx, d, 0);
+		for (n = 1; room && n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &d[n].msg, 0) == 1; n++)
+			room = c->take(ctx, d, n);
+		c->apply(s, ctx, d, n);
 		for (int i = 0; i < n; i++) {
-			sched_metrics_consumed(&items[i].msg.env.message.properties, items[i].r);
-			if (items[i].r == -EINVAL) {
-				dl_log_kv(DL_ERROR, "message dropped: not a valid result", "queue", queue, NULL);
+			sched_metrics_consumed(&d[i].msg.env.message.properties, d[i].r);
+			if (d[i].r == -EINVAL) {
+				char head[121];
+				size_t len = d[i].msg.env.message.body.len;
+
+				/* what it began with, for whoever looks into it */
+				if (len >= sizeof(head))
+					len = sizeof(head) - 1;
+				memcpy(head, d[i].msg.env.message.body.bytes, len);
+				head[len] = '\0';
+				dl_log_kv(DL_ERROR, "message dropped: not a valid result", "queue", queue, "body", head, NULL);
 				dl_metrics_add("dialer_scheduler_results_invalid_total", "", 1);
 			}
-			all_ok = all_ok && items[i].r != -EIO;
+			all_ok = all_ok && d[i].r != -EIO;
 		}
 		if (all_ok) {
-			DL_IGNORE(dl_amqp_ack_through(&mq, items[n - 1].msg.env.delivery_tag));
+			DL_IGNORE(dl_amqp_ack_through(&mq, d[n - 1].msg.env.delivery_tag));
 		} else {
 			/* Database trouble: give those back and slow down. */
 			for (int i = 0; i < n; i++) {
-				uint64_t tag = items[i].msg.env.delivery_tag;
+				uint64_t tag = d[i].msg.env.delivery_tag;
 
-				DL_IGNORE(items[i].r == -EIO ? dl_amqp_nack(&mq, tag, true) : dl_amqp_ack(&mq, tag));
+				DL_IGNORE(d[i].r == -EIO ? dl_amqp_nack(&mq, tag, true) : dl_amqp_ack(&mq, tag));
 			}
 			dl_sleep_ms(500, stop);
 		}
 		for (int i = 0; i < n; i++)
-			dl_amqp_msg_done(&mq, &items[i].msg);
+			dl_amqp_msg_done(&mq, &d[i].msg);
 	}
 	dl_amqp_close(&mq);
-	free(items);
+	free(d);
 }
 
 void *sched_results_thread(void *arg)
@@ -805,6 +852,10 @@ void *sched_results_thread(void *arg)
 	struct lanes *all = calloc(1, sizeof(*all));
 	int started = 0;
 
+	if (all != NULL && (all->items = calloc(SCHED_ITEMS_MAX, sizeof(all->items[0]))) == NULL) {
+		free(all);
+		all = NULL;
+	}
 	if (all == NULL) {
 		dl_log_kv(DL_ERROR, "results not applied: out of memory", NULL);
 		s->svc->stop = 1;
@@ -820,8 +871,11 @@ void *sched_results_thread(void *arg)
 		if (pthread_create(&all->lane[started].thread, NULL, lane_thread, &all->lane[started]) != 0)
 			break;
 	}
-	if (started == all->k)
-		consume(s, s->cfg->amqp_results_queue, apply_results, all);
+	if (started == all->k) {
+		static const struct consumer results = {results_take, results_apply};
+
+		consume(s, s->cfg->amqp_results_queue, &results, all);
+	}
 	else {
 		dl_log_kv(DL_ERROR, "results not applied: could not start their threads", NULL);
 		s->svc->stop = 1;
@@ -835,15 +889,23 @@ void *sched_results_thread(void *arg)
 	pthread_mutex_destroy(&all->mu);
 	pthread_cond_destroy(&all->work);
 	pthread_cond_destroy(&all->done);
+	free(all->items);
 	free(all);
 	return NULL;
 }
 
-static void wake(struct sched_ctx *s, void *ctx, struct batch_item *items, int n)
+static bool command_take(void *ctx, struct delivery *d, int i)
 {
 	(void)ctx;
-	for (int i = 0; i < n; i++)
-		items[i].r = 0;
+	d[i].r = 0;
+	return true;
+}
+
+static void wake(struct sched_ctx *s, void *ctx, struct delivery *d, int n)
+{
+	(void)ctx;
+	(void)d;
+	(void)n;
 	s->wake = 1;
 	__atomic_store_n(&s->snapshot_wake, 1, __ATOMIC_RELEASE);
 }
@@ -852,6 +914,8 @@ void *sched_commands_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
 
-	consume(s, s->cfg->amqp_commands_queue, wake, NULL);
+	static const struct consumer commands = {command_take, wake};
+
+	consume(s, s->cfg->amqp_commands_queue, &commands, NULL);
 	return NULL;
 }
