@@ -4,7 +4,8 @@
  * and the relay's claim and delete: four of them for every call placed).
  * Request threads hand their messages to one publisher thread, which owns
  * the connection (never shared across threads), publishes all it holds at
- * once and waits for their confirms together. Without the broker (down,
+ * once (the call statuses among them as one call.statuses message) and
+ * waits for their confirms together. Without the broker (down,
  * blocked, slow to confirm, or too many waiting) the caller writes the
  * message to the outbox as before, so nothing is lost; a message confirmed
  * after its caller gave up on it arrives twice, which the scheduler absorbs
@@ -52,6 +53,49 @@ static void pub_free(struct pub_msg *m)
 	free(m);
 }
 
+/* Publishes the messages from m on that can go as one: call statuses for
+ * the same exchange and routing key, up to DL_CALL_STATUSES_MAX, as one
+ * call.statuses message (one broker message, one confirm, one delivery for
+ * the scheduler); anything else alone. Returns the first message after
+ * them in *next; 0 or -EIO. */
+static int pub_some(struct dl_amqp *mq, struct pub_msg *m, struct pub_msg **next)
+{
+	static const char head[] = "{\"type\":\"call.statuses\",\"messageId\":\"";
+	static const char list[] = "\",\"statuses\":[";
+	char id[DL_ID_MAX];
+	struct pub_msg *end = m;
+	size_t len = sizeof(head) + sizeof(id) + sizeof(list) + m->len + 2;
+	char *body, *p;
+	int k = 1, rc;
+
+	while (!strcmp(m->type, "call.status") && end->next != NULL && k < DL_CALL_STATUSES_MAX &&
+	       !strcmp(end->next->type, m->type) && !strcmp(end->next->exchange, m->exchange) &&
+	       !strcmp(end->next->routing_key, m->routing_key)) {
+		end = end->next;
+		len += end->len + 1;
+		k++;
+	}
+	*next = end->next;
+	if (k == 1)
+		return dl_amqp_publish(mq, m->exchange, m->routing_key, m->message_id, m->type, m->body, m->len);
+	body = malloc(len);
+	if (body == NULL)
+		return -EIO;
+	dl_id_new("msg", id);
+	p = body + sprintf(body, "%s%s%s", head, id, list);
+	for (struct pub_msg *q = m;; q = q->next) {
+		memcpy(p, q->body, q->len);
+		p += q->len;
+		*p++ = q == end ? ']' : ',';
+		if (q == end)
+			break;
+	}
+	*p++ = '}';
+	rc = dl_amqp_publish(mq, m->exchange, m->routing_key, id, "call.statuses", body, (size_t)(p - body));
+	free(body);
+	return rc;
+}
+
 /* Publishes batch and waits for its confirms: 0 when all were confirmed. */
 static int pub_send(struct dl_amqp *mq, struct pub_msg *batch, int64_t *retry_at, int *backoff)
 {
@@ -66,8 +110,8 @@ static int pub_send(struct dl_amqp *mq, struct pub_msg *batch, int64_t *retry_at
 		}
 		*backoff = 100;
 	}
-	for (struct pub_msg *m = batch; m != NULL; m = m->next)
-		if (dl_amqp_publish(mq, m->exchange, m->routing_key, m->message_id, m->type, m->body, m->len) < 0)
+	for (struct pub_msg *m = batch, *next; m != NULL; m = next)
+		if (pub_some(mq, m, &next) < 0)
 			return -EIO;
 	return dl_amqp_wait_confirms(mq, PUB_WAIT_MS);
 }

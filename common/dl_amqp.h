@@ -40,6 +40,11 @@ void dl_amqp_close(struct dl_amqp *mq);
 /* Declares exchanges and queues every service relies on; 0 or -EIO. */
 int dl_amqp_declare_topology(struct dl_amqp *mq) DL_WUR;
 
+/* Carrier call statuses one call.statuses message carries at most: the API
+ * puts the callbacks it relays together in one message, the scheduler
+ * refuses a larger one. */
+#define DL_CALL_STATUSES_MAX 64
+
 /* Publishes a persistent JSON message with mandatory set; does not wait. */
 int dl_amqp_publish(struct dl_amqp *mq, const char *exchange, const char *routing_key,
 		    const char *message_id, const char *type, const void *body, size_t len) DL_WUR;

@@ -268,19 +268,20 @@ static uint64_t sql_hash(const char *s)
 	return h;
 }
 
-static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
-				int result_format, char sqlstate[6])
+/* The statement sql prepared on conn (named name), preparing it first when it
+ * is not: *out is NULL when it runs unprepared (no room, or a connection
+ * without the event). 0, or -EIO when preparing failed (logged). */
+static int ensure_prepared(PGconn *conn, const char *sql, int nparams, char name[24], struct prepared **out,
+			   char sqlstate[6])
 {
 	struct prepared_set *set = PQinstanceData(conn, prepared_event);
 	struct prepared *p = NULL;
-	const char *state;
 	uint64_t h;
-	char name[24];
 	PGresult *r;
 
+	*out = NULL;
 	if (set == NULL)
-		return checked(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, result_format), sql,
-			       sqlstate);
+		return 0;
 	h = sql_hash(sql);
 	for (int i = 0; i < set->n; i++) {
 		if (set->s[i].hash == h && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql))) {
@@ -288,11 +289,10 @@ static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams, const
 			break;
 		}
 	}
-	snprintf(name, sizeof(name), "dl_%016llx", (unsigned long long)h);
+	snprintf(name, 24, "dl_%016llx", (unsigned long long)h);
 	if (p == NULL || p->stale) {
 		if (p == NULL && set->n == DL_DB_PREPARED_MAX)
-			return checked(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, result_format),
-				       sql, sqlstate);
+			return 0;
 		if (p != NULL) {
 			char dealloc[40];
 
@@ -300,12 +300,12 @@ static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams, const
 			if (dl_db_cmd(conn, dealloc) < 0) {
 				if (sqlstate)
 					snprintf(sqlstate, 6, "08000");
-				return NULL;
+				return -EIO;
 			}
 		}
 		r = checked(conn, PQprepare(conn, name, sql, nparams, NULL), sql, sqlstate);
 		if (r == NULL)
-			return NULL;
+			return -EIO;
 		PQclear(r);
 		if (p == NULL)
 			p = &set->s[set->n++];
@@ -313,6 +313,24 @@ static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams, const
 		p->sql = sql;
 		p->stale = false;
 	}
+	*out = p;
+	return 0;
+}
+
+static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams, const char *const *params,
+				int result_format, char sqlstate[6])
+{
+	struct prepared_set *set = PQinstanceData(conn, prepared_event);
+	struct prepared *p;
+	const char *state;
+	char name[24];
+	PGresult *r;
+
+	if (ensure_prepared(conn, sql, nparams, name, &p, sqlstate) < 0)
+		return NULL;
+	if (p == NULL)
+		return checked(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, result_format), sql,
+			       sqlstate);
 	r = PQexecPrepared(conn, name, nparams, params, NULL, NULL, result_format);
 	state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	if (state != NULL && !strcmp(state, "26000")) {
@@ -335,6 +353,95 @@ PGresult *dl_db_exec_prepared_bin(PGconn *conn, const char *sql, int nparams, co
 				  char sqlstate[6])
 {
 	return exec_prepared(conn, sql, nparams, params, 1, sqlstate);
+}
+
+int dl_db_prepare(PGconn *conn, const char *sql, int nparams)
+{
+	struct prepared *p;
+	char name[24];
+
+	if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF)
+		return -EINVAL;
+	return ensure_prepared(conn, sql, nparams, name, &p, NULL);
+}
+
+int dl_db_pipe_begin(PGconn *conn)
+{
+	if (!PQenterPipelineMode(conn))
+		return -EIO;
+	return 0;
+}
+
+int dl_db_pipe_send(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+	struct prepared_set *set = PQinstanceData(conn, prepared_event);
+	uint64_t h = sql_hash(sql);
+	int ok = 0;
+
+	for (int i = 0; set != NULL && i < set->n; i++) {
+		if (set->s[i].hash == h && !set->s[i].stale && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql))) {
+			char name[24];
+
+			snprintf(name, sizeof(name), "dl_%016llx", (unsigned long long)h);
+			ok = PQsendQueryPrepared(conn, name, nparams, params, NULL, NULL, 0);
+			return ok ? 0 : -EIO;
+		}
+	}
+	ok = PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	return ok ? 0 : -EIO;
+}
+
+int dl_db_pipe_sync(PGconn *conn)
+{
+	return PQpipelineSync(conn) ? 0 : -EIO;
+}
+
+PGresult *dl_db_pipe_result(PGconn *conn, const char *sql)
+{
+	PGresult *r = PQgetResult(conn), *end;
+
+	if (r == NULL)
+		return NULL;
+	if (PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
+		PQclear(r); /* an earlier statement failed (logged) */
+		r = NULL;
+	} else if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+		PQclear(r); /* fewer results than statements: the caller's mistake */
+		return NULL;
+	} else {
+		r = checked(conn, r, sql, NULL);
+	}
+	/* a statement's results end with a NULL */
+	end = PQgetResult(conn);
+	if (end != NULL) {
+		PQclear(end);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+int dl_db_pipe_synced(PGconn *conn)
+{
+	PGresult *r = PQgetResult(conn);
+	bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+
+	PQclear(r);
+	return sync ? 0 : -EIO;
+}
+
+int dl_db_pipe_end(PGconn *conn, int results_left)
+{
+	/* results_left statements' results (each ended by a NULL), then the sync */
+	for (int i = 0; i <= results_left * 2 + 1 && PQstatus(conn) == CONNECTION_OK; i++) {
+		PGresult *r = PQgetResult(conn);
+		bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+
+		PQclear(r);
+		if (sync)
+			break;
+	}
+	return PQexitPipelineMode(conn) ? 0 : -EIO;
 }
 
 int dl_db_bin_int(const PGresult *r, int row, int col, long long *out)

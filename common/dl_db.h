@@ -45,6 +45,31 @@ PGresult *dl_db_exec_prepared(PGconn *conn, const char *sql, int nparams, const 
  * server sends as it stores it (no text conversion on either side). */
 PGresult *dl_db_exec_prepared_bin(PGconn *conn, const char *sql, int nparams, const char *const *params,
 				  char sqlstate[6]);
+/* Pipelines: statements sent one after the other without waiting, their
+ * results read in order after one sync, one round trip for all. The
+ * statements must be prepared before the pipeline begins (dl_db_prepare;
+ * unprepared ones are parsed by the server each time). Results are small and
+ * few (the connection blocks: what the server sends must fit its socket
+ * buffers until the sync). */
+/* Prepares sql on conn for dl_db_pipe_send, as dl_db_exec_prepared would;
+ * 0, -EIO (logged), or -EINVAL inside a pipeline. */
+int dl_db_prepare(PGconn *conn, const char *sql, int nparams) DL_WUR;
+/* Enters pipeline mode (the connection must be idle); 0 or -EIO. */
+int dl_db_pipe_begin(PGconn *conn) DL_WUR;
+/* Queues a statement with text parameters and text results; 0 or -EIO. */
+int dl_db_pipe_send(PGconn *conn, const char *sql, int nparams, const char *const *params) DL_WUR;
+/* Ends the statements queued so far with a sync and sends them; 0 or -EIO. */
+int dl_db_pipe_sync(PGconn *conn) DL_WUR;
+/* The next statement's result (caller clears it), or NULL when it failed
+ * (logged with sql's first words, as dl_db_exec does) or was skipped because
+ * an earlier one in the pipeline failed. */
+PGresult *dl_db_pipe_result(PGconn *conn, const char *sql);
+/* Reads the sync that follows the last statement's result; 0, or -EIO
+ * when what came was not it. */
+int dl_db_pipe_synced(PGconn *conn) DL_WUR;
+/* Reads what is left up to and including the sync (results_left statements'
+ * results at most) and leaves pipeline mode; 0 or -EIO. */
+int dl_db_pipe_end(PGconn *conn, int results_left);
 /* The value of a binary smallint, integer or bigint column (not NULL);
  * 0, or -EPROTO when the value is not 2, 4 or 8 bytes long. */
 int dl_db_bin_int(const PGresult *r, int row, int col, long long *out) DL_WUR;

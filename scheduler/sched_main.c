@@ -49,6 +49,9 @@ static int sched_init(struct dl_service_ctx *svc)
 	dl_metrics_register("dialer_scheduler_dials_dispatched_total", "counter", "Dial jobs created.");
 	dl_metrics_register("dialer_calls_total", "counter", "Calls ended, by outcome.");
 	dl_metrics_register("dialer_scheduler_results_invalid_total", "counter", "Result messages dropped as invalid.");
+	dl_metrics_register("dialer_scheduler_results_shares_total", "counter",
+			    "Shares of result batches applied, by how: pipelined (three round trips), one_transaction "
+			    "(a statement at a time), one_by_one (a message a transaction, after a share failed).");
 	svc->state = &sched;
 	if (pthread_create(&relay_thread, NULL, dl_outbox_relay, svc) != 0)
 		return -EAGAIN;

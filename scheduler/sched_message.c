@@ -46,11 +46,13 @@ bool sched_sid_valid(const char *sid)
 	return true;
 }
 
-int sched_message_parse(const char *body, size_t len, struct sched_message *out)
+/* Parses the message object j into *out (written only on success); 0 or
+ * -EINVAL. */
+static int parse_object(json_t *j, struct sched_message *out)
 {
 	struct sched_message m;
 	char type[SCHED_MSG_STR];
-	json_t *j = json_loadb(body, len, 0, NULL), *v;
+	json_t *v;
 	int r = -EINVAL;
 
 	memset(&m, 0, sizeof(m));
@@ -112,6 +114,42 @@ int sched_message_parse(const char *body, size_t len, struct sched_message *out)
 	}
 	*out = m;
 	r = 0;
+out:
+	return r;
+}
+
+int sched_message_parse(const char *body, size_t len, struct sched_message *out)
+{
+	json_t *j = json_loadb(body, len, 0, NULL);
+	int r = parse_object(j, out);
+
+	json_decref(j);
+	return r;
+}
+
+int sched_messages_parse(const char *body, size_t len, struct sched_message *out, int max)
+{
+	json_t *j = json_loadb(body, len, 0, NULL), *list, *v;
+	const char *type = json_string_value(json_object_get(j, "type"));
+	size_t i;
+	int r = -EINVAL;
+
+	if (type == NULL || strcmp(type, "call.statuses") != 0) {
+		r = parse_object(j, out) < 0 ? -EINVAL : 1;
+		goto out;
+	}
+	list = json_object_get(j, "statuses");
+	if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > SCHED_STATUSES_MAX ||
+	    json_array_size(list) > (size_t)max)
+		goto out;
+	json_array_foreach(list, i, v) {
+		const char *t = json_string_value(json_object_get(v, "type"));
+
+		/* a call.status each: nothing else rides in a batch */
+		if (t == NULL || strcmp(t, "call.status") != 0 || parse_object(v, &out[i]) < 0)
+			goto out;
+	}
+	r = (int)json_array_size(list);
 out:
 	json_decref(j);
 	return r;

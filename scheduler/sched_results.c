@@ -68,18 +68,24 @@ struct tally_row {
 };
 struct tally {
 	int n_camp, n_org;
-	struct tally_row camp[SCHED_BATCH_MAX]; /* a message ends one attempt at most */
-	struct tally_row org[SCHED_BATCH_MAX];  /* v[0]: minutes */
+	struct tally_row camp[SCHED_ITEMS_MAX]; /* a message ends one attempt at most */
+	struct tally_row org[SCHED_ITEMS_MAX];  /* v[0]: minutes */
 	int n_ended;
-	const char *ended[SCHED_BATCH_MAX];     /* outcomes (static strings), counted after the commit */
+	const char *ended[SCHED_ITEMS_MAX];     /* outcomes (static strings), counted after the commit */
 };
 
 /* One delivery of a batch and what became of it. */
-struct batch_item {
+struct delivery {
 	struct dl_amqp_msg msg;
+	int r; /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
+};
+
+/* One message of a batch: a delivery holds one, a call.statuses many. */
+struct batch_item {
 	struct sched_message m;
 	bool skip; /* said in full by a later status of its attempt in the batch */
-	int r;     /* 0 applied or ignored, -EINVAL never applicable, -EIO to retry */
+	int r;     /* as a delivery's */
+	int d;     /* its delivery in the batch */
 };
 
 static struct tally_row *tally_row(struct tally_row *rows, int *n, const char *id)
@@ -87,7 +93,7 @@ static struct tally_row *tally_row(struct tally_row *rows, int *n, const char *i
 	for (int i = 0; i < *n; i++)
 		if (!strcmp(rows[i].id, id))
 			return &rows[i];
-	if (*n == SCHED_BATCH_MAX || strlen(id) >= sizeof(rows[0].id))
+	if (*n == SCHED_ITEMS_MAX || strlen(id) >= sizeof(rows[0].id))
 		return NULL;
 	memset(&rows[*n], 0, sizeof(rows[0]));
 	strcpy(rows[*n].id, id);
@@ -99,34 +105,43 @@ static int by_id(const void *a, const void *b)
 	return strcmp(((const struct tally_row *)a)->id, ((const struct tally_row *)b)->id);
 }
 
+/* Runs sql, or queues it when piped (its result read later); 0 or -EIO. */
+static int run(PGconn *db, bool piped, const char *sql, int n, const char *const *p)
+{
+	PGresult *r;
+
+	if (piped)
+		return dl_db_pipe_send(db, sql, n, p);
+	r = dl_db_exec_prepared(db, sql, n, p, NULL);
+	if (r == NULL)
+		return -EIO;
+	PQclear(r);
+	return 0;
+}
+
 /* Writes the batch's counters and minutes, each row once, in id order (so
- * that two batches never wait on each other's rows crosswise); 0 or -EIO. */
-static int tally_flush(PGconn *db, struct tally *t)
+ * that two batches never wait on each other's rows crosswise), or queues
+ * them when piped (t->n_camp + t->n_org statements); 0 or -EIO. */
+static int tally_flush(PGconn *db, struct tally *t, bool piped)
 {
 	qsort(t->camp, (size_t)t->n_camp, sizeof(t->camp[0]), by_id);
 	qsort(t->org, (size_t)t->n_org, sizeof(t->org[0]), by_id);
 	for (int i = 0; i < t->n_camp; i++) {
 		char v[TALLY_COUNTS][24];
 		const char *p[1 + TALLY_COUNTS] = {t->camp[i].id, v[0], v[1], v[2], v[3], v[4]};
-		PGresult *r;
 
 		for (int k = 0; k < TALLY_COUNTS; k++)
 			snprintf(v[k], sizeof(v[k]), "%lld", t->camp[i].v[k]);
-		r = dl_db_exec_prepared(db, SQL_COUNT, 1 + TALLY_COUNTS, p, NULL);
-		if (r == NULL)
+		if (run(db, piped, SQL_COUNT, 1 + TALLY_COUNTS, p) < 0)
 			return -EIO;
-		PQclear(r);
 	}
 	for (int i = 0; i < t->n_org; i++) {
 		char minutes[24];
 		const char *p[2] = {t->org[i].id, minutes};
-		PGresult *r;
 
 		snprintf(minutes, sizeof(minutes), "%lld", t->org[i].v[0]);
-		r = dl_db_exec_prepared(db, SQL_CHARGE, 2, p, NULL);
-		if (r == NULL)
+		if (run(db, piped, SQL_CHARGE, 2, p) < 0)
 			return -EIO;
-		PQclear(r);
 	}
 	return 0;
 }
@@ -143,23 +158,33 @@ static void tally_done(struct tally *t)
 	t->n_camp = t->n_org = t->n_ended = 0;
 }
 
-/* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
-static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
-		       long duration, long seq)
+/* The parameters of SQL_END. */
+struct end_args {
+	char dur[24], minute[16], seq[24];
+	const char *p[6];
+};
+
+static void end_args(struct sched_ctx *s, struct end_args *a, const char *attempt, const char *outcome,
+		     long duration, long seq)
 {
-	char dur[24], minute[16], seq_s[24];
-	const char *p[6] = {attempt, outcome, dur, sched_outcome_retryable(outcome) ? "true" : "false", minute, seq_s};
+	snprintf(a->dur, sizeof(a->dur), "%ld", duration);
+	snprintf(a->minute, sizeof(a->minute), "%d", s->cfg->clock_minute_ms);
+	snprintf(a->seq, sizeof(a->seq), "%ld", seq);
+	a->p[0] = attempt;
+	a->p[1] = outcome;
+	a->p[2] = a->dur;
+	a->p[3] = sched_outcome_retryable(outcome) ? "true" : "false";
+	a->p[4] = a->minute;
+	a->p[5] = a->seq;
+}
+
+/* What SQL_END did (r, which it clears) added to t; 0 or -EIO. */
+static int end_tally(struct tally *t, PGresult *r, const char *attempt, const char *outcome)
+{
 	const char *result, *left;
 	struct tally_row *c, *o = NULL;
 	long long minutes;
-	PGresult *r;
 
-	snprintf(dur, sizeof(dur), "%ld", duration);
-	snprintf(minute, sizeof(minute), "%d", s->cfg->clock_minute_ms);
-	snprintf(seq_s, sizeof(seq_s), "%ld", seq);
-	r = dl_db_exec_prepared(db, SQL_END, 6, p, NULL);
-	if (r == NULL)
-		return -EIO;
 	result = PQgetvalue(r, 0, 0);
 	left = PQgetvalue(r, 0, 3);
 	minutes = atoll(PQgetvalue(r, 0, 4));
@@ -180,20 +205,24 @@ static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const c
 	c->v[!strcmp(result, "retry") ? TO_PENDING : !strcmp(result, "COMPLETED") ? TO_COMPLETED : TO_FAILED]++;
 	if (o != NULL)
 		o->v[0] += minutes;
-	if (t->n_ended < SCHED_BATCH_MAX)
+	if (t->n_ended < SCHED_ITEMS_MAX)
 		t->ended[t->n_ended++] = outcome;
 	PQclear(r);
 	return 0;
 }
 
-static int exec1(PGconn *db, const char *sql, int n, const char *const *p)
+/* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
+static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
+		       long duration, long seq)
 {
-	PGresult *r = dl_db_exec_prepared(db, sql, n, p, NULL);
+	struct end_args a;
+	PGresult *r;
 
+	end_args(s, &a, attempt, outcome, duration, seq);
+	r = dl_db_exec_prepared(db, SQL_END, 6, a.p, NULL);
 	if (r == NULL)
 		return -EIO;
-	PQclear(r);
-	return 0;
+	return end_tally(t, r, attempt, outcome);
 }
 
 /* Who ended a call, as far as a status message knows. */
@@ -207,44 +236,75 @@ enum hang_src {
  * result) ends the attempt. A callback that ends a call completed or
  * canceled while its hang-up's result is awaited ends nothing: that result
  * says whether the carrier or our hang-up ended it (timeout). */
-static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m,
-			enum hang_src src)
+/* What a status does to its attempt, given the attempt's row (SQL_ATTEMPT). */
+struct status_plan {
+	bool apply;          /* false: unknown attempt, final already, or older than what we saw */
+	bool event;          /* record the status on the attempt (SQL_EVENT) */
+	const char *outcome; /* end the attempt with it; NULL: not ended */
+	char seq[24];        /* the sequence recorded */
+	const char *p[4];    /* SQL_EVENT's parameters */
+};
+
+static void status_plan(const struct sched_message *m, enum hang_src src, const PGresult *cur,
+			struct status_plan *pl)
 {
-	const char *attempt = m->attempt, *outcome;
-	char seq_s[24];
-	const char *p[4] = {attempt, seq_s, m->sid, m->status};
-	PGresult *cur;
 	bool answered, hangup_sent, hung_up, known;
 
-	if (src == HANG_EVENT && sched_outcome(m->status, NULL, 0, false, false) == NULL) {
-		snprintf(seq_s, sizeof(seq_s), "%ld", m->seq);
-		return exec1(db, SQL_PROGRESS, 4, p);
-	}
-	cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
-	if (cur == NULL)
-		return -EIO;
-	if (PQntuples(cur) == 0 || !strcmp(PQgetvalue(cur, 0, 0), "ENDED") ||
-	    (m->seq >= 0 && m->seq <= atol(PQgetvalue(cur, 0, 1)))) {
-		PQclear(cur); /* unknown, final already, or older than what we saw */
-		return 0;
-	}
+	pl->apply = PQntuples(cur) == 1 && strcmp(PQgetvalue(cur, 0, 0), "ENDED") != 0 &&
+		    !(m->seq >= 0 && m->seq <= atol(PQgetvalue(cur, 0, 1)));
+	if (!pl->apply)
+		return;
 	answered = PQgetvalue(cur, 0, 2)[0] == 't' || !strcmp(m->status, "in-progress");
 	hangup_sent = PQgetvalue(cur, 0, 3)[0] == 't';
 	hung_up = src == HANG_US || (src == HANG_EVENT && PQgetvalue(cur, 0, 4)[0] == 't');
 	/* accepted with its sid: a final status that ends it needs no event */
 	known = !strcmp(PQgetvalue(cur, 0, 0), "ACCEPTED") && PQgetvalue(cur, 0, 5)[0] == 't';
-	PQclear(cur);
-	snprintf(seq_s, sizeof(seq_s), "%ld", m->seq >= 0 ? m->seq : 0);
-	outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
-				hung_up);
+	snprintf(pl->seq, sizeof(pl->seq), "%ld", m->seq >= 0 ? m->seq : 0);
+	pl->outcome = sched_outcome(m->status, m->has_answered_by ? m->answered_by : NULL, m->duration, answered,
+				    hung_up);
 	if (src == HANG_EVENT && hangup_sent && !hung_up &&
 	    (!strcmp(m->status, "completed") || !strcmp(m->status, "canceled")))
-		outcome = NULL; /* the hang-up's result ends it */
-	if ((outcome == NULL || !known) && exec1(db, SQL_EVENT, 4, p) < 0)
+		pl->outcome = NULL; /* the hang-up's result ends it */
+	pl->event = pl->outcome == NULL || !known;
+	pl->p[0] = m->attempt;
+	pl->p[1] = pl->seq;
+	pl->p[2] = m->sid;
+	pl->p[3] = m->status;
+}
+
+/* A status that does not end a call (queued, initiated, ringing, in
+ * progress) from a callback: SQL_PROGRESS needs no look at the attempt. */
+static bool status_goes_on(const struct sched_message *m)
+{
+	return sched_outcome(m->status, NULL, 0, false, false) == NULL;
+}
+
+static int apply_status(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m,
+			enum hang_src src)
+{
+	const char *attempt = m->attempt;
+	struct status_plan pl;
+	PGresult *cur;
+
+	if (src == HANG_EVENT && status_goes_on(m)) {
+		char seq_s[24];
+		const char *p[4] = {attempt, seq_s, m->sid, m->status};
+
+		snprintf(seq_s, sizeof(seq_s), "%ld", m->seq);
+		return run(db, false, SQL_PROGRESS, 4, p);
+	}
+	cur = dl_db_exec_prepared(db, SQL_ATTEMPT, 1, &attempt, NULL);
+	if (cur == NULL)
 		return -EIO;
-	if (outcome == NULL)
+	status_plan(m, src, cur, &pl);
+	PQclear(cur);
+	if (!pl.apply)
 		return 0;
-	return end_attempt(s, db, t, attempt, outcome, m->duration, m->seq >= 0 ? m->seq : 0);
+	if (pl.event && run(db, false, SQL_EVENT, 4, pl.p) < 0)
+		return -EIO;
+	if (pl.outcome == NULL)
+		return 0;
+	return end_attempt(s, db, t, attempt, pl.outcome, m->duration, m->seq >= 0 ? m->seq : 0);
 }
 
 static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const struct sched_message *m)
@@ -256,11 +316,11 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 	case SCHED_MSG_IGNORE:
 		return 0;
 	case SCHED_MSG_ACCEPTED:
-		return exec1(db, SQL_ACCEPT, 2, p);
+		return run(db, false, SQL_ACCEPT, 2, p);
 	case SCHED_MSG_INVALID_NUMBER:
 		return end_attempt(s, db, t, attempt, "invalid-number", 0, -1);
 	case SCHED_MSG_AMBIGUOUS:
-		return exec1(db, SQL_AMBIGUOUS, 1, &attempt);
+		return run(db, false, SQL_AMBIGUOUS, 1, &attempt);
 	case SCHED_MSG_REFUSED:
 		return end_attempt(s, db, t, attempt, "failed", 0, -1);
 	case SCHED_MSG_STATUS:
@@ -277,10 +337,10 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 			return 0;
 		if (!m->found)
 			/* The carrier never saw it: the dial did not happen. */
-			return exec1(db, SQL_RELEASE, 1, &attempt);
+			return run(db, false, SQL_RELEASE, 1, &attempt);
 		if (!sched_sid_valid(m->sid) || !m->has_status)
 			return -EINVAL;
-		if (exec1(db, SQL_ACCEPT, 2, p) < 0)
+		if (run(db, false, SQL_ACCEPT, 2, p) < 0)
 			return -EIO;
 		return apply_status(s, db, t, m, HANG_EVENT);
 	}
@@ -290,7 +350,7 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 		 * (the hang-up failed): the sweep sends it again. */
 		if (!m->ended && !m->hung_up)
 			return 0;
-		if (!m->ended && exec1(db, SQL_HUNG_UP, 1, &attempt) < 0)
+		if (!m->ended && run(db, false, SQL_HUNG_UP, 1, &attempt) < 0)
 			return -EIO;
 		if (!m->has_status)
 			return 0; /* the final callback ends it */
@@ -317,7 +377,7 @@ static int apply_txn(struct sched_ctx *s, PGconn *db, struct tally *t, struct ba
 		else
 			items[i]->r = a;
 	}
-	if (r == 0 && tally_flush(db, t) < 0)
+	if (r == 0 && tally_flush(db, t, false) < 0)
 		r = -EIO;
 	if (r == 0 && dl_db_cmd(db, "COMMIT") < 0)
 		r = -EIO;
@@ -325,6 +385,213 @@ static int apply_txn(struct sched_ctx *s, PGconn *db, struct tally *t, struct ba
 		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
 	if (r == 0)
 		tally_done(t);
+	return r;
+}
+
+/* The pipelined share: a lane's messages of one shape, the common one (a
+ * dial accepted, the call's progress, its final status), applied in three
+ * round trips instead of one or two a message. */
+static const char *const piped_sql[] = {SQL_ACCEPT, SQL_PROGRESS, SQL_ATTEMPT, SQL_EVENT, SQL_END, SQL_COUNT,
+					SQL_CHARGE};
+static const int piped_nparams[] = {2, 4, 1, 4, 6, 1 + TALLY_COUNTS, 2};
+
+/* Whether the share (in attempt order) has that shape: dial results that
+ * accepted a call, ignored ones, and carrier statuses, an attempt's status
+ * that ends its call coming last among its messages (the same outcome as
+ * applying them one by one, where nothing after an end changes it). */
+static bool piped_shape(struct batch_item *const *items, int n)
+{
+	for (int i = 0; i < n; i++) {
+		const struct sched_message *m = &items[i]->m;
+
+		if (items[i]->skip || m->kind == SCHED_MSG_IGNORE || m->kind == SCHED_MSG_ACCEPTED)
+			continue;
+		if (m->kind != SCHED_MSG_STATUS)
+			return false;
+		if (status_goes_on(m))
+			continue;
+		for (int k = i + 1; k < n && !strcmp(items[k]->m.attempt, m->attempt); k++)
+			if (!items[k]->skip && items[k]->m.kind != SCHED_MSG_IGNORE)
+				return false;
+	}
+	return true;
+}
+
+/* Reads the results of a pipeline's k statements (cur[i] keeps those of
+ * the statements marked in keep, NULL elsewhere), then its sync; 0, or -EIO
+ * with every kept result cleared and the pipeline read to its sync, or
+ * -EPIPE when the sync did not come where it should. */
+static int piped_read(PGconn *db, int k, const char *const *sql, const bool *keep, PGresult **cur)
+{
+	for (int i = 0; i < k; i++) {
+		PGresult *r = dl_db_pipe_result(db, sql[i]);
+
+		if (r == NULL) {
+			for (int j = 0; j < i; j++) {
+				PQclear(cur[j]);
+				cur[j] = NULL;
+			}
+			DL_IGNORE(dl_db_pipe_end(db, k - i - 1));
+			return -EIO;
+		}
+		if (keep != NULL && keep[i])
+			cur[i] = r;
+		else
+			PQclear(r);
+	}
+	if (dl_db_pipe_synced(db) < 0) {
+		for (int j = 0; j < k; j++) {
+			PQclear(cur[j]);
+			cur[j] = NULL;
+		}
+		return -EPIPE;
+	}
+	return 0;
+}
+
+/* The share in one transaction of three pipelined round trips: (1) BEGIN,
+ * each dial accepted, each progress and the row of each attempt a final
+ * status ends (locked); (2) each final status recorded and its attempt
+ * ended; (3) the tallies and COMMIT. 0 (each item's r set), -EAGAIN when the
+ * share is not of that shape, -EIO with nothing applied, -EPIPE when the
+ * connection is no longer usable. */
+static int apply_piped(struct sched_ctx *s, PGconn *db, struct tally *t, struct batch_item **items, int n)
+{
+	/* per round trip at most: BEGIN and a statement per message; two a
+	 * message; a tally row per message, two a message, and COMMIT */
+	const char *sql[2 * SCHED_ITEMS_MAX + 1];
+	const char *params[SCHED_ITEMS_MAX][4];
+	char seq[SCHED_ITEMS_MAX][24];
+	PGresult *cur[2 * SCHED_ITEMS_MAX + 1] = {NULL};
+	bool keep[2 * SCHED_ITEMS_MAX + 1] = {false};
+	struct status_plan *plan = NULL;
+	struct end_args *ends = NULL;
+	int k = 0, r = -EIO, at[SCHED_ITEMS_MAX];
+
+	if (!piped_shape(items, n))
+		return -EAGAIN;
+	for (size_t i = 0; i < DL_ARRAY_LEN(piped_sql); i++)
+		if (dl_db_prepare(db, piped_sql[i], piped_nparams[i]) < 0)
+			return -EIO;
+	plan = calloc((size_t)n, sizeof(*plan));
+	ends = calloc((size_t)n, sizeof(*ends));
+	if (plan == NULL || ends == NULL || dl_db_pipe_begin(db) < 0)
+		goto out_free;
+	t->n_camp = t->n_org = t->n_ended = 0;
+
+	/* (1) */
+	sql[k++] = "BEGIN";
+	if (dl_db_pipe_send(db, "BEGIN", 0, NULL) < 0)
+		goto out_pipe;
+	for (int i = 0; i < n; i++) {
+		const struct sched_message *m = &items[i]->m;
+
+		items[i]->r = 0;
+		at[i] = -1;
+		if (items[i]->skip || m->kind == SCHED_MSG_IGNORE)
+			continue;
+		params[i][0] = m->attempt;
+		params[i][1] = m->sid;
+		if (m->kind == SCHED_MSG_ACCEPTED) {
+			sql[k] = SQL_ACCEPT;
+		} else if (status_goes_on(m)) {
+			snprintf(seq[i], sizeof(seq[i]), "%ld", m->seq);
+			params[i][1] = seq[i];
+			params[i][2] = m->sid;
+			params[i][3] = m->status;
+			sql[k] = SQL_PROGRESS;
+		} else {
+			sql[k] = SQL_ATTEMPT;
+			keep[k] = true;
+			at[i] = k;
+		}
+		if (dl_db_pipe_send(db, sql[k], sql[k] == SQL_ACCEPT ? 2 : sql[k] == SQL_ATTEMPT ? 1 : 4, params[i]) < 0)
+			goto out_pipe;
+		k++;
+	}
+	if (dl_db_pipe_sync(db) < 0 || piped_read(db, k, sql, keep, cur) < 0)
+		goto out_pipe_read;
+
+	/* (2) */
+	k = 0;
+	for (int i = 0; i < n; i++) {
+		const struct sched_message *m = &items[i]->m;
+
+		if (at[i] < 0)
+			continue;
+		status_plan(m, HANG_EVENT, cur[at[i]], &plan[i]);
+		if (!plan[i].apply)
+			continue;
+		if (plan[i].event) {
+			sql[k] = SQL_EVENT;
+			if (dl_db_pipe_send(db, SQL_EVENT, 4, plan[i].p) < 0)
+				goto out_pipe;
+			k++;
+		}
+		if (plan[i].outcome != NULL) {
+			end_args(s, &ends[i], m->attempt, plan[i].outcome, m->duration, m->seq >= 0 ? m->seq : 0);
+			sql[k] = SQL_END;
+			if (dl_db_pipe_send(db, SQL_END, 6, ends[i].p) < 0)
+				goto out_pipe;
+			k++;
+		}
+	}
+	for (int i = 0; i < 2 * SCHED_ITEMS_MAX + 1; i++) {
+		PQclear(cur[i]);
+		cur[i] = NULL;
+		keep[i] = false;
+	}
+	/* keep every SQL_END's result, in the order they were sent */
+	for (int i = 0; i < k; i++)
+		keep[i] = sql[i] == SQL_END;
+	if (k > 0 && (dl_db_pipe_sync(db) < 0 || piped_read(db, k, sql, keep, cur) < 0))
+		goto out_pipe_read;
+	for (int i = 0, e = 0; i < n; i++) {
+		if (at[i] < 0 || !plan[i].apply || plan[i].outcome == NULL)
+			continue;
+		while (sql[e] != SQL_END)
+			e++;
+		if (end_tally(t, cur[e], items[i]->m.attempt, plan[i].outcome) < 0) {
+			cur[e] = NULL;
+			goto out_pipe_done;
+		}
+		cur[e++] = NULL;
+	}
+
+	/* (3) */
+	k = t->n_camp + t->n_org + 1;
+	if (tally_flush(db, t, true) < 0 || dl_db_pipe_send(db, "COMMIT", 0, NULL) < 0)
+		goto out_pipe;
+	for (int i = 0; i < k; i++) {
+		sql[i] = i < t->n_camp ? SQL_COUNT : i < k - 1 ? SQL_CHARGE : "COMMIT";
+		keep[i] = false;
+	}
+	if (dl_db_pipe_sync(db) < 0 || piped_read(db, k, sql, NULL, cur) < 0)
+		goto out_pipe_read;
+	r = 0;
+	goto out_pipe_done;
+
+out_pipe:
+	/* a send failed: what was sent is read with its sync */
+	DL_IGNORE(dl_db_pipe_sync(db));
+	DL_IGNORE(dl_db_pipe_end(db, k));
+	goto out_exit;
+out_pipe_read:
+out_pipe_done:
+	if (PQpipelineStatus(db) != PQ_PIPELINE_OFF && !PQexitPipelineMode(db))
+		r = -EPIPE;
+out_exit:
+	for (int i = 0; i < 2 * SCHED_ITEMS_MAX + 1; i++)
+		PQclear(cur[i]);
+	if (r != -EPIPE && PQpipelineStatus(db) != PQ_PIPELINE_OFF)
+		r = -EPIPE;
+	if (r == -EIO && PQtransactionStatus(db) != PQTRANS_IDLE)
+		DL_IGNORE(dl_db_cmd(db, "ROLLBACK"));
+	if (r == 0)
+		tally_done(t);
+out_free:
+	free(plan);
+	free(ends);
 	return r;
 }
 
@@ -344,7 +611,7 @@ struct lane {
 	pthread_t thread;
 	PGconn *db;
 	struct tally t;
-	struct batch_item *items[SCHED_BATCH_MAX];
+	struct batch_item *items[SCHED_ITEMS_MAX];
 	int n;
 };
 struct lanes {
@@ -356,6 +623,9 @@ struct lanes {
 	bool stop;
 	int k;
 	struct lane lane[SCHED_RESULTS_CONSUMERS_MAX];
+	struct batch_item *items; /* the batch's messages (SCHED_ITEMS_MAX) */
+	int n_items;
+	struct sched_message parsed[SCHED_STATUSES_MAX]; /* a delivery's */
 };
 
 /* The lane's messages in one transaction, in attempt order (another
@@ -379,8 +649,8 @@ static void lane_apply(struct lane *l)
 	}
 	qsort(l->items, (size_t)l->n, sizeof(l->items[0]), by_attempt);
 	{
-		const struct sched_message *m[SCHED_BATCH_MAX];
-		bool skip[SCHED_BATCH_MAX];
+		const struct sched_message *m[SCHED_ITEMS_MAX];
+		bool skip[SCHED_ITEMS_MAX];
 
 		for (int i = 0; i < l->n; i++)
 			m[i] = &l->items[i]->m;
@@ -388,8 +658,29 @@ static void lane_apply(struct lane *l)
 		for (int i = 0; i < l->n; i++)
 			l->items[i]->skip = skip[i];
 	}
-	if (apply_txn(s, l->db, &l->t, l->items, l->n) == 0)
+	switch (apply_piped(s, l->db, &l->t, l->items, l->n)) {
+	case 0:
+		dl_metrics_add("dialer_scheduler_results_shares_total", "path=\"pipelined\"", 1);
 		return;
+	case -EAGAIN:
+		if (apply_txn(s, l->db, &l->t, l->items, l->n) == 0) {
+			dl_metrics_add("dialer_scheduler_results_shares_total", "path=\"one_transaction\"", 1);
+			return;
+		}
+		break;
+	case -EPIPE:
+		PQfinish(l->db);
+		l->db = NULL;
+		if (sched_db_connect(s, &l->db) < 0) {
+			for (int i = 0; i < l->n; i++)
+				l->items[i]->r = -EIO;
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	dl_metrics_add("dialer_scheduler_results_shares_total", "path=\"one_by_one\"", 1);
 	for (int i = 0; i < l->n; i++)
 		if (apply_txn(s, l->db, &l->t, &l->items[i], 1) < 0)
 			l->items[i]->r = -EIO;
@@ -428,24 +719,46 @@ static uint32_t attempt_hash(const char *id)
 	return h;
 }
 
-/* Results: each valid message to the lane of its attempt; returns when all
- * lanes are done with the batch. */
-static void apply_results(struct sched_ctx *s, void *ctx, struct batch_item *items, int n)
+/* A consumer's batch: take() is given each delivery as it comes (and says
+ * whether the batch has room for another), apply() all of them. */
+struct consumer {
+	bool (*take)(void *ctx, struct delivery *d, int i);
+	void (*apply)(struct sched_ctx *s, void *ctx, struct delivery *d, int n);
+};
+
+/* Results: a delivery's messages parsed into the batch's items. */
+static bool results_take(void *ctx, struct delivery *d, int i)
+{
+	struct lanes *all = ctx;
+	/* room for SCHED_STATUSES_MAX: take() said so before */
+	int n = sched_messages_parse(d[i].msg.env.message.body.bytes, d[i].msg.env.message.body.len, all->parsed,
+				     SCHED_STATUSES_MAX);
+
+	d[i].r = n < 0 ? -EINVAL : 0;
+	for (int k = 0; k < n; k++) {
+		struct batch_item *it = &all->items[all->n_items++];
+
+		it->m = all->parsed[k];
+		it->r = 0;
+		it->d = i;
+	}
+	return all->n_items <= SCHED_ITEMS_MAX - SCHED_STATUSES_MAX;
+}
+
+/* Results: each message to the lane of its attempt; returns when all lanes
+ * are done with the batch, each delivery's r the worst of its messages'. */
+static void results_apply(struct sched_ctx *s, void *ctx, struct delivery *d, int n)
 {
 	struct lanes *all = ctx;
 
 	(void)s;
+	(void)n;
 	for (int i = 0; i < all->k; i++)
 		all->lane[i].n = 0;
-	for (int i = 0; i < n; i++) {
-		struct lane *l;
+	for (int i = 0; i < all->n_items; i++) {
+		struct lane *l = &all->lane[attempt_hash(all->items[i].m.attempt) % (uint32_t)all->k];
 
-		items[i].r = sched_message_parse(items[i].msg.env.message.body.bytes,
-						  items[i].msg.env.message.body.len, &items[i].m);
-		if (items[i].r < 0)
-			continue;
-		l = &all->lane[attempt_hash(items[i].m.attempt) % (uint32_t)all->k];
-		l->items[l->n++] = &items[i];
+		l->items[l->n++] = &all->items[i];
 	}
 	pthread_mutex_lock(&all->mu);
 	all->busy = all->k;
@@ -454,26 +767,33 @@ static void apply_results(struct sched_ctx *s, void *ctx, struct batch_item *ite
 	while (all->busy > 0)
 		pthread_cond_wait(&all->done, &all->mu);
 	pthread_mutex_unlock(&all->mu);
+	for (int i = 0; i < all->n_items; i++) {
+		struct delivery *of = &d[all->items[i].d];
+
+		if (all->items[i].r == -EIO || (all->items[i].r == -EINVAL && of->r == 0))
+			of->r = all->items[i].r;
+	}
+	all->n_items = 0;
 }
 
 /* Shared loop of the two consumers: the deliveries at hand (up to
- * SCHED_BATCH_MAX) to handle(), each acked or given back after. */
-static void consume(struct sched_ctx *s, const char *queue,
-		    void (*handle)(struct sched_ctx *s, void *ctx, struct batch_item *items, int n), void *ctx)
+ * SCHED_BATCH_MAX, fewer when the consumer's batch is full) to it, each
+ * acked or given back after. */
+static void consume(struct sched_ctx *s, const char *queue, const struct consumer *c, void *ctx)
 {
 	volatile int *stop = &s->svc->stop;
-	struct batch_item *items = calloc(SCHED_BATCH_MAX, sizeof(*items));
+	struct delivery *d = calloc(SCHED_BATCH_MAX, sizeof(*d));
 	struct dl_amqp mq;
 	bool consuming = false;
 
-	if (items == NULL) {
+	if (d == NULL) {
 		dl_log_kv(DL_ERROR, "consumer not started: out of memory", "queue", queue, NULL);
 		s->svc->stop = 1;
 		return;
 	}
 	dl_amqp_init(&mq, s->cfg);
 	while (!*stop) {
-		bool all_ok = true;
+		bool all_ok = true, room;
 		int n;
 
 		if (!mq.open) {
@@ -486,35 +806,44 @@ static void consume(struct sched_ctx *s, const char *queue,
 				continue;
 			consuming = true;
 		}
-		if (dl_amqp_next(&mq, &items[0].msg, 500) <= 0)
+		if (dl_amqp_next(&mq, &d[0].msg, 500) <= 0)
 			continue;
-		for (n = 1; n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &items[n].msg, 0) == 1; n++)
-			;
-		handle(s, ctx, items, n);
+		room = c->take(ctx, d, 0);
+		for (n = 1; room && n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &d[n].msg, 0) == 1; n++)
+			room = c->take(ctx, d, n);
+		c->apply(s, ctx, d, n);
 		for (int i = 0; i < n; i++) {
-			sched_metrics_consumed(&items[i].msg.env.message.properties, items[i].r);
-			if (items[i].r == -EINVAL) {
-				dl_log_kv(DL_ERROR, "message dropped: not a valid result", "queue", queue, NULL);
+			sched_metrics_consumed(&d[i].msg.env.message.properties, d[i].r);
+			if (d[i].r == -EINVAL) {
+				char head[121];
+				size_t len = d[i].msg.env.message.body.len;
+
+				/* what it began with, for whoever looks into it */
+				if (len >= sizeof(head))
+					len = sizeof(head) - 1;
+				memcpy(head, d[i].msg.env.message.body.bytes, len);
+				head[len] = '\0';
+				dl_log_kv(DL_ERROR, "message dropped: not a valid result", "queue", queue, "body", head, NULL);
 				dl_metrics_add("dialer_scheduler_results_invalid_total", "", 1);
 			}
-			all_ok = all_ok && items[i].r != -EIO;
+			all_ok = all_ok && d[i].r != -EIO;
 		}
 		if (all_ok) {
-			DL_IGNORE(dl_amqp_ack_through(&mq, items[n - 1].msg.env.delivery_tag));
+			DL_IGNORE(dl_amqp_ack_through(&mq, d[n - 1].msg.env.delivery_tag));
 		} else {
 			/* Database trouble: give those back and slow down. */
 			for (int i = 0; i < n; i++) {
-				uint64_t tag = items[i].msg.env.delivery_tag;
+				uint64_t tag = d[i].msg.env.delivery_tag;
 
-				DL_IGNORE(items[i].r == -EIO ? dl_amqp_nack(&mq, tag, true) : dl_amqp_ack(&mq, tag));
+				DL_IGNORE(d[i].r == -EIO ? dl_amqp_nack(&mq, tag, true) : dl_amqp_ack(&mq, tag));
 			}
 			dl_sleep_ms(500, stop);
 		}
 		for (int i = 0; i < n; i++)
-			dl_amqp_msg_done(&mq, &items[i].msg);
+			dl_amqp_msg_done(&mq, &d[i].msg);
 	}
 	dl_amqp_close(&mq);
-	free(items);
+	free(d);
 }
 
 void *sched_results_thread(void *arg)
@@ -523,6 +852,10 @@ void *sched_results_thread(void *arg)
 	struct lanes *all = calloc(1, sizeof(*all));
 	int started = 0;
 
+	if (all != NULL && (all->items = calloc(SCHED_ITEMS_MAX, sizeof(all->items[0]))) == NULL) {
+		free(all);
+		all = NULL;
+	}
 	if (all == NULL) {
 		dl_log_kv(DL_ERROR, "results not applied: out of memory", NULL);
 		s->svc->stop = 1;
@@ -538,8 +871,11 @@ void *sched_results_thread(void *arg)
 		if (pthread_create(&all->lane[started].thread, NULL, lane_thread, &all->lane[started]) != 0)
 			break;
 	}
-	if (started == all->k)
-		consume(s, s->cfg->amqp_results_queue, apply_results, all);
+	if (started == all->k) {
+		static const struct consumer results = {results_take, results_apply};
+
+		consume(s, s->cfg->amqp_results_queue, &results, all);
+	}
 	else {
 		dl_log_kv(DL_ERROR, "results not applied: could not start their threads", NULL);
 		s->svc->stop = 1;
@@ -553,15 +889,23 @@ void *sched_results_thread(void *arg)
 	pthread_mutex_destroy(&all->mu);
 	pthread_cond_destroy(&all->work);
 	pthread_cond_destroy(&all->done);
+	free(all->items);
 	free(all);
 	return NULL;
 }
 
-static void wake(struct sched_ctx *s, void *ctx, struct batch_item *items, int n)
+static bool command_take(void *ctx, struct delivery *d, int i)
 {
 	(void)ctx;
-	for (int i = 0; i < n; i++)
-		items[i].r = 0;
+	d[i].r = 0;
+	return true;
+}
+
+static void wake(struct sched_ctx *s, void *ctx, struct delivery *d, int n)
+{
+	(void)ctx;
+	(void)d;
+	(void)n;
 	s->wake = 1;
 	__atomic_store_n(&s->snapshot_wake, 1, __ATOMIC_RELEASE);
 }
@@ -570,6 +914,8 @@ void *sched_commands_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
 
-	consume(s, s->cfg->amqp_commands_queue, wake, NULL);
+	static const struct consumer commands = {command_take, wake};
+
+	consume(s, s->cfg->amqp_commands_queue, &commands, NULL);
 	return NULL;
 }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dl_amqp.h"
 #include "dl_config.h"
 #include "dl_service.h"
 #include "dl_util.h"
@@ -107,6 +108,14 @@ struct sched_message {
 /* Parses one message into *out (written only on success); 0 or -EINVAL for
  * a message that can never be applied. */
 int sched_message_parse(const char *body, size_t len, struct sched_message *out) DL_WUR;
+/* Call statuses one call.statuses message carries at most. */
+#define SCHED_STATUSES_MAX DL_CALL_STATUSES_MAX
+/* Parses one delivery: a message (as sched_message_parse) or a
+ * call.statuses message, {"type": "call.statuses", "statuses": [call.status
+ * messages]}, which carries 1 to SCHED_STATUSES_MAX of them. Writes out[0..]
+ * (at most max) and returns how many, or -EINVAL when any of them can never
+ * be applied (nothing of it is). */
+int sched_messages_parse(const char *body, size_t len, struct sched_message *out, int max) DL_WUR;
 /* Over n messages ordered by attempt (arrival order within one), sets
  * skip[i] for each call.status "queued", "initiated" or "ringing" that a
  * final status of the same attempt with a higher sequence follows or
@@ -120,6 +129,9 @@ bool sched_sid_valid(const char *sid);
 /* Messages a consumer applies at once, at most (its prefetch is twice
  * that, so the next batch is at hand when one is acknowledged). */
 #define SCHED_BATCH_MAX 256
+/* Messages (call statuses counted one by one) a batch applies at most: a
+ * consumer stops taking deliveries when one more might not fit. */
+#define SCHED_ITEMS_MAX (4 * SCHED_BATCH_MAX)
 /* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
 #define SCHED_RESULTS_CONSUMERS_MAX 16
 void *sched_results_thread(void *arg);

@@ -207,6 +207,77 @@ static void test_result_messages(void **state)
 	}
 }
 
+/* A delivery: one message, or a call.statuses carrying 1 to 64 call
+ * statuses, all valid, in their order; anything else in one is refused whole. */
+static void test_result_deliveries(void **state)
+{
+#define ST(a, seq) "{\"type\":\"call.status\",\"attemptId\":\"" a "\",\"callSid\":\"" SID "\",\"callStatus\":" \
+		   "\"ringing\",\"sequenceNumber\":" #seq "}"
+	static const struct {
+		const char *body;
+		int rc;
+		const char *attempts; /* of the statuses, in order */
+	} cases[] = {
+		{ST("a", 1), 1, "a"},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"skipped\"}", 1, "a"},
+		{"{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"maybe\"}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":[" ST("a", 1) "]}", 1, "a"},
+		{"{\"type\":\"call.statuses\",\"messageId\":\"m\",\"statuses\":[" ST("a", 1) "," ST("b", 2) "," ST("a", 3) "]}",
+		 3, "aba"},
+		{"{\"type\":\"call.statuses\",\"statuses\":[]}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\"}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":{}}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":[" ST("a", 1) ",7]}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":[" ST("a", 1)
+		 ",{\"type\":\"dial.result\",\"attemptId\":\"a\",\"outcome\":\"skipped\"}]}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":[" ST("a", 1)
+		 ",{\"type\":\"call.status\",\"attemptId\":\"b\",\"callSid\":\"CA1\",\"callStatus\":\"busy\","
+		 "\"sequenceNumber\":2}]}", -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":[" ST("a", 1) "," ST("b", 2) "]", -EINVAL, ""},
+	};
+#undef ST
+	struct sched_message m[SCHED_STATUSES_MAX + 1];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = sched_messages_parse(cases[i].body, strlen(cases[i].body), m, SCHED_STATUSES_MAX);
+
+		if (rc != cases[i].rc)
+			fail_msg("%s: rc %d, want %d", cases[i].body, rc, cases[i].rc);
+		for (int k = 0; k < rc; k++)
+			if (m[k].attempt[0] != cases[i].attempts[k] || m[k].attempt[1] != '\0')
+				fail_msg("%s: status %d is of attempt %s", cases[i].body, k, m[k].attempt);
+	}
+}
+
+/* The caps: 64 statuses in one message at most, and no more than the batch
+ * has room for. */
+static void test_result_deliveries_capped(void **state)
+{
+	struct sched_message m[SCHED_STATUSES_MAX + 1];
+	char *body = malloc(300 * (SCHED_STATUSES_MAX + 1) + 64);
+	size_t len;
+
+	(void)state;
+	assert_non_null(body);
+	for (int n = SCHED_STATUSES_MAX; n <= SCHED_STATUSES_MAX + 1; n++) {
+		len = (size_t)sprintf(body, "{\"type\":\"call.statuses\",\"statuses\":[");
+		for (int k = 0; k < n; k++)
+			len += (size_t)sprintf(body + len,
+					       "%s{\"type\":\"call.status\",\"attemptId\":\"a%d\",\"callSid\":\"" SID "\","
+					       "\"callStatus\":\"ringing\",\"sequenceNumber\":%d}",
+					       k ? "," : "", k, k);
+		len += (size_t)sprintf(body + len, "]}");
+		assert_int_equal(sched_messages_parse(body, len, m, SCHED_STATUSES_MAX + 1),
+				 n <= SCHED_STATUSES_MAX ? n : -EINVAL);
+		if (n == SCHED_STATUSES_MAX) {
+			assert_string_equal(m[n - 1].attempt, "a63");
+			assert_int_equal(sched_messages_parse(body, len, m, n - 1), -EINVAL);
+		}
+	}
+	free(body);
+}
+
 /* What a call.status carries to the outcome: sequence, duration (an
  * impossible one counts as 0) and who answered. */
 static void test_result_status_fields(void **state)
@@ -309,6 +380,8 @@ int main(void)
 		cmocka_unit_test(test_pacing_no_burst_after_idle),
 		cmocka_unit_test(test_outcomes),
 		cmocka_unit_test(test_result_messages),
+		cmocka_unit_test(test_result_deliveries),
+		cmocka_unit_test(test_result_deliveries_capped),
 		cmocka_unit_test(test_result_call_resource_fields),
 		cmocka_unit_test(test_result_status_fields),
 		cmocka_unit_test(test_subsumed),
