@@ -632,21 +632,28 @@ struct lanes {
  * replica's consumer locks the same attempts in the same order, and the
  * messages of one attempt stay in their order of arrival); if it fails, one
  * message a transaction. */
+/* The lane's connection, opened afresh when it is not there, went bad, or
+ * (fresh) when asked; false (the share to retry) when there is none. */
+static bool lane_connect(struct lane *l, bool fresh)
+{
+	if (fresh || l->db == NULL || PQstatus(l->db) != CONNECTION_OK) {
+		PQfinish(l->db);
+		l->db = NULL;
+		if (sched_db_connect(l->all->s, &l->db) < 0) {
+			for (int i = 0; i < l->n; i++)
+				l->items[i]->r = -EIO;
+			return false;
+		}
+	}
+	return true;
+}
+
 static void lane_apply(struct lane *l)
 {
 	struct sched_ctx *s = l->all->s;
 
-	if (l->n == 0)
+	if (l->n == 0 || !lane_connect(l, false))
 		return;
-	if (l->db == NULL || PQstatus(l->db) != CONNECTION_OK) {
-		PQfinish(l->db);
-		l->db = NULL;
-		if (sched_db_connect(s, &l->db) < 0) {
-			for (int i = 0; i < l->n; i++)
-				l->items[i]->r = -EIO;
-			return;
-		}
-	}
 	qsort(l->items, (size_t)l->n, sizeof(l->items[0]), by_attempt);
 	{
 		const struct sched_message *m[SCHED_ITEMS_MAX];
@@ -669,13 +676,8 @@ static void lane_apply(struct lane *l)
 		}
 		break;
 	case -EPIPE:
-		PQfinish(l->db);
-		l->db = NULL;
-		if (sched_db_connect(s, &l->db) < 0) {
-			for (int i = 0; i < l->n; i++)
-				l->items[i]->r = -EIO;
+		if (!lane_connect(l, true))
 			return;
-		}
 		break;
 	default:
 		break;

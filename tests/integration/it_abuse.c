@@ -240,22 +240,6 @@ static void prober_stop(struct prober *p, const char *during)
 
 /* ------------------------------------------------------------ the private API */
 
-static int private_ready(void *arg)
-{
-	char url[128];
-	struct it_resp *r;
-	int ok;
-
-	(void)arg;
-	if (!it_port_up(private_port, 20))
-		return 0;
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", private_port);
-	r = it_call_url("GET", url);
-	ok = r->status == 200;
-	it_resp_free(r);
-	return ok;
-}
-
 static int group_setup(void **state)
 {
 	char port[16], timeout[16], deadline[16], per_ip[16], rate[16], db[512];
@@ -279,7 +263,7 @@ static int group_setup(void **state)
 	/* The API's own least-privileged role, as services.sh gives it. */
 	snprintf(db, sizeof(db), "postgresql://dialer_api:dialer_api%s", at);
 	private_pid = it_spawn("dialer-api", "abuse", env);
-	if (private_pid <= 0 || !it_poll(private_ready, NULL, 20000))
+	if (private_pid <= 0 || !it_api_ready(private_port, 20000))
 		return -1;
 	return 0;
 }

@@ -390,6 +390,27 @@ int it_port_up(int port, int timeout_ms)
 	return it_poll(port_listens, &port, timeout_ms);
 }
 
+static int api_ready(void *arg)
+{
+	int port = *(int *)arg;
+	char url[128];
+	struct it_resp *r;
+	int ok;
+
+	if (!it_port_up(port, 20))
+		return 0;
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/readyz", port);
+	r = it_call_url("GET", url);
+	ok = r->status == 200;
+	it_resp_free(r);
+	return ok;
+}
+
+int it_api_ready(int port, int timeout_ms)
+{
+	return it_poll(api_ready, &port, timeout_ms);
+}
+
 pid_t it_spawn(const char *name, const char *tag, const char *const *env)
 {
 	const char *ctl = it_env("DIALER_CTL");

@@ -79,6 +79,9 @@ int it_poll(int (*cond)(void *arg), void *arg, int timeout_ms);
 int it_free_port(void);
 /* Polls until something listens on port (up to timeout_ms); true if it does. */
 int it_port_up(int port, int timeout_ms);
+/* Polls until an API on port answers GET /readyz with 200 (up to
+ * timeout_ms); true if it does. */
+int it_api_ready(int port, int timeout_ms);
 /* Starts build/<name> with env (name, value pairs ending in NULL) added to
  * the test's environment, logging to $STACK_RUNDIR/logs/<name>-<tag>.log. */
 pid_t it_spawn(const char *name, const char *tag, const char *const *env);

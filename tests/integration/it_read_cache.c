@@ -75,22 +75,6 @@ static int listening(void *arg)
 	return metric(LISTENING) == 1;
 }
 
-static int private_ready(void *arg)
-{
-	char url[128];
-	struct it_resp *r;
-	int ok;
-
-	(void)arg;
-	if (!it_port_up(private_port, 20))
-		return 0;
-	snprintf(url, sizeof(url), "%s/readyz", base);
-	r = it_call_url("GET", url);
-	ok = r->status == 200;
-	it_resp_free(r);
-	return ok;
-}
-
 struct fixture {
 	struct it_org org;
 	char audience[64];
@@ -120,7 +104,7 @@ static int group_setup(void **state)
 	/* The API's own least-privileged role, as services.sh gives it. */
 	snprintf(db, sizeof(db), "postgresql://dialer_api:dialer_api%s", at);
 	private_pid = it_spawn("dialer-api", "read-cache", env);
-	if (private_pid <= 0 || !it_poll(private_ready, NULL, 20000) || !it_poll(listening, NULL, 10000))
+	if (private_pid <= 0 || !it_api_ready(private_port, 20000) || !it_poll(listening, NULL, 10000))
 		return -1;
 	{
 		struct fixture m;
