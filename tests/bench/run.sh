@@ -498,13 +498,7 @@ phase_e2e() {
 	# far above the target, and the backlog they allow stays well within a
 	# call's timeout (callTimeoutMinutes 60 = 72 s here).
 	local total=${BENCH_E2E_CONTACTS:-100000} n=${BENCH_E2E_CAMPAIGNS:-4} per cap_s=${BENCH_E2E_CAP_S:-200}
-	local v0
 	per=$((total / n))
-	# What the phases before left for autovacuum (a million contacts
-	# imported, say) is done now rather than during the run.
-	v0=$(now_ms)
-	psqlq -c "VACUUM (ANALYZE)" >/dev/null
-	info "e2e: VACUUM (ANALYZE) of what the phases before left took $(($(now_ms) - v0)) ms"
 	local auds ids=() aud
 	mapfile -t auds < <(mkaudiences e2e "$n" $per 300)
 	for aud in "${auds[@]}"; do
