@@ -45,7 +45,7 @@ static const struct opt opts[] = {
 	I("amqp", "delivery_limit", amqp_delivery_limit, 5, 1, 1000),
 	S("http", "listen", http_listen, "127.0.0.1"),
 	I("http", "port", http_port, 8080, 0, 65535),
-	I("http", "threads", http_threads, 16, 1, 256),
+	I("http", "threads", http_threads, 48, 1, 256),
 	I("http", "max_connections", http_max_connections, 1024, 1, 100000),
 	I("http", "per_ip_connections", http_per_ip_connections, 256, 1, 100000),
 	I("http", "connection_timeout_s", http_connection_timeout_s, 15, 1, 3600),
