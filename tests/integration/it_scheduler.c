@@ -556,6 +556,43 @@ static void test_snapshot_in_chunks(void **state)
 	assert_int_equal(carrier_calls(&r, per_phone, NULL), 0);
 }
 
+static void test_snapshot_chunk_copied_twice(void **state)
+{
+	/* A scheduler replica that has just lost the lease may copy a chunk
+	 * the leader copies too. Here the calls of the audience's first three
+	 * contacts exist already, counted, and the cursor has not moved past
+	 * them: the chunk's insert meets them, and the chunk is copied again
+	 * without them. Every contact is one call, dialed once. */
+	struct run r;
+	int per_phone[512];
+	struct it_resp *p;
+	json_t *calls;
+
+	(void)state;
+	setup_run(&r, 100000, 30, "1");
+	create_campaign(&r, "\"callsPerMinute\":600,\"maxConcurrentCalls\":20,\"maxRetries\":0");
+	assert_int_equal(it_db_count("WITH ins AS (INSERT INTO calls (campaign_id, contact_id, contact_name, phone_number)"
+				     " SELECT $1, c.id, c.name, c.phone_number FROM audience_contacts ac"
+				     " JOIN contacts c ON c.id = ac.contact_id WHERE ac.audience_id = $2"
+				     " ORDER BY ac.added_at, ac.contact_id LIMIT 3 RETURNING 1),"
+				     " up AS (UPDATE campaigns SET total = total + 3, pending = pending + 3 WHERE id = $1)"
+				     " SELECT count(*) FROM ins",
+				     r.campaign, r.audience, NULL),
+			 3);
+	p = action(&r, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&r, "COMPLETED", 60000);
+	expect_counts_add_up(&r, 30);
+	calls = all_calls(&r);
+	assert_int_equal(json_array_size(calls), 30);
+	json_decref(calls);
+	assert_int_equal(carrier_calls(&r, per_phone, NULL), 30);
+	for (int k = 0; k < r.n; k++)
+		if (per_phone[k] != 1)
+			fail_msg("contact %d dialed %d times", k, per_phone[k]);
+}
+
 static void test_quota_pauses(void **state)
 {
 	/* One call minute: the first answered call (30 s) uses it up, and the
@@ -695,6 +732,7 @@ int main(void)
 		cmocka_unit_test(test_dnc_skipped),          cmocka_unit_test(test_quota_pauses),
 		cmocka_unit_test(test_scheduled_start),      cmocka_unit_test(test_empty_audience_completes),
 		cmocka_unit_test(test_retry_spacing),        cmocka_unit_test(test_snapshot_in_chunks),
+		cmocka_unit_test(test_snapshot_chunk_copied_twice),
 	};
 
 	return cmocka_run_group_tests_name("campaign execution", tests, NULL, NULL);
