@@ -155,9 +155,10 @@ void *sched_snapshot_thread(void *arg)
 		if (db == NULL || PQstatus(db) != CONNECTION_OK) {
 			PQfinish(db);
 			db = NULL;
-			/* A chunk's plan costs enough for the server to compile it
-			 * with JIT every time, which took longer than it saved. */
-			if (sched_db_connect(s, &db) < 0 || dl_db_cmd(db, "SET jit = off") < 0) {
+			/* Its role runs without JIT (migration 0013): a chunk's plan
+			 * costs enough to be compiled every time, which took longer
+			 * than it saved. */
+			if (sched_db_connect(s, &db) < 0) {
 				dl_sleep_ms(1000, stop);
 				continue;
 			}
