@@ -621,6 +621,8 @@ SQL
 	local get_s get_ms
 	get_s=$(curl -s -o /dev/null -w '%{time_total}' -H "x-api-key: $KEY" "$API/v1/campaigns/$BIG_ID")
 	get_ms=$(calc "$get_s * 1000")
+	local c0 c1
+	c0=$(cpu_snapshot)
 	t0=$(now_ms)
 	read -r code answer_s < <(curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X POST -H "x-api-key: $KEY" \
 		"$API/v1/campaigns/$BIG_ID/start")
@@ -634,6 +636,8 @@ SQL
 	done
 	wait "$snap_pid"
 	snap_ms=$(($(sed -nE 's/.*done ([0-9]+).*/\1/p' "$snap_out") - t0))
+	c1=$(cpu_snapshot)
+	cpu_report "the snapshot of $n contacts" "$c0" "$c1" "$(calc "($(now_ms) - $t0) / 1000")"
 	local total
 	total=$(psqlq -c "SELECT total FROM campaigns WHERE id = '$BIG_ID'")
 	[[ $(campaigns_do pause "$BIG_ID") == 1 ]] || info "could not pause the large campaign"
