@@ -268,6 +268,19 @@ static uint64_t sql_hash(const char *s)
 	return h;
 }
 
+/* The statement sql among those prepared on a connection (NULL when it is
+ * not), and the name it has or will have there. */
+static struct prepared *prepared_find(struct prepared_set *set, const char *sql, char name[24])
+{
+	uint64_t h = sql_hash(sql);
+
+	snprintf(name, 24, "dl_%016llx", (unsigned long long)h);
+	for (int i = 0; set != NULL && i < set->n; i++)
+		if (set->s[i].hash == h && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql)))
+			return &set->s[i];
+	return NULL;
+}
+
 /* The statement sql prepared on conn (named name), preparing it first when it
  * is not: *out is NULL when it runs unprepared (no room, or a connection
  * without the event). 0, or -EIO when preparing failed (logged). */
@@ -275,21 +288,13 @@ static int ensure_prepared(PGconn *conn, const char *sql, int nparams, char name
 			   char sqlstate[6])
 {
 	struct prepared_set *set = PQinstanceData(conn, prepared_event);
-	struct prepared *p = NULL;
-	uint64_t h;
+	struct prepared *p;
 	PGresult *r;
 
 	*out = NULL;
 	if (set == NULL)
 		return 0;
-	h = sql_hash(sql);
-	for (int i = 0; i < set->n; i++) {
-		if (set->s[i].hash == h && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql))) {
-			p = &set->s[i];
-			break;
-		}
-	}
-	snprintf(name, 24, "dl_%016llx", (unsigned long long)h);
+	p = prepared_find(set, sql, name);
 	if (p == NULL || p->stale) {
 		if (p == NULL && set->n == DL_DB_PREPARED_MAX)
 			return 0;
@@ -309,7 +314,7 @@ static int ensure_prepared(PGconn *conn, const char *sql, int nparams, char name
 		PQclear(r);
 		if (p == NULL)
 			p = &set->s[set->n++];
-		p->hash = h;
+		p->hash = sql_hash(sql);
 		p->sql = sql;
 		p->stale = false;
 	}
@@ -374,20 +379,14 @@ int dl_db_pipe_begin(PGconn *conn)
 
 int dl_db_pipe_send(PGconn *conn, const char *sql, int nparams, const char *const *params)
 {
-	struct prepared_set *set = PQinstanceData(conn, prepared_event);
-	uint64_t h = sql_hash(sql);
-	int ok = 0;
+	char name[24];
+	struct prepared *p = prepared_find(PQinstanceData(conn, prepared_event), sql, name);
+	int ok;
 
-	for (int i = 0; set != NULL && i < set->n; i++) {
-		if (set->s[i].hash == h && !set->s[i].stale && (set->s[i].sql == sql || !strcmp(set->s[i].sql, sql))) {
-			char name[24];
-
-			snprintf(name, sizeof(name), "dl_%016llx", (unsigned long long)h);
-			ok = PQsendQueryPrepared(conn, name, nparams, params, NULL, NULL, 0);
-			return ok ? 0 : -EIO;
-		}
-	}
-	ok = PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (p != NULL && !p->stale)
+		ok = PQsendQueryPrepared(conn, name, nparams, params, NULL, NULL, 0);
+	else
+		ok = PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	return ok ? 0 : -EIO;
 }
 

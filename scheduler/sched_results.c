@@ -395,6 +395,15 @@ static const char *const piped_sql[] = {SQL_ACCEPT, SQL_PROGRESS, SQL_ATTEMPT, S
 					SQL_CHARGE};
 static const int piped_nparams[] = {2, 4, 1, 4, 6, 1 + TALLY_COUNTS, 2};
 
+/* The parameter count of one of piped_sql. */
+static int piped_nparams_of(const char *sql)
+{
+	for (size_t i = 0; i < DL_ARRAY_LEN(piped_sql); i++)
+		if (piped_sql[i] == sql)
+			return piped_nparams[i];
+	abort();
+}
+
 /* Whether the share (in attempt order) has that shape: dial results that
  * accepted a call, ignored ones, and carrier statuses, an attempt's status
  * that ends its call coming last among its messages (the same outcome as
@@ -505,7 +514,7 @@ static int apply_piped(struct sched_ctx *s, PGconn *db, struct tally *t, struct 
 			keep[k] = true;
 			at[i] = k;
 		}
-		if (dl_db_pipe_send(db, sql[k], sql[k] == SQL_ACCEPT ? 2 : sql[k] == SQL_ATTEMPT ? 1 : 4, params[i]) < 0)
+		if (dl_db_pipe_send(db, sql[k], piped_nparams_of(sql[k]), params[i]) < 0)
 			goto out_pipe;
 		k++;
 	}
@@ -524,14 +533,14 @@ static int apply_piped(struct sched_ctx *s, PGconn *db, struct tally *t, struct 
 			continue;
 		if (plan[i].event) {
 			sql[k] = SQL_EVENT;
-			if (dl_db_pipe_send(db, SQL_EVENT, 4, plan[i].p) < 0)
+			if (dl_db_pipe_send(db, SQL_EVENT, piped_nparams_of(SQL_EVENT), plan[i].p) < 0)
 				goto out_pipe;
 			k++;
 		}
 		if (plan[i].outcome != NULL) {
 			end_args(s, &ends[i], m->attempt, plan[i].outcome, m->duration, m->seq >= 0 ? m->seq : 0);
 			sql[k] = SQL_END;
-			if (dl_db_pipe_send(db, SQL_END, 6, ends[i].p) < 0)
+			if (dl_db_pipe_send(db, SQL_END, piped_nparams_of(SQL_END), ends[i].p) < 0)
 				goto out_pipe;
 			k++;
 		}
