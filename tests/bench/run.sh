@@ -242,20 +242,29 @@ wrk_ms() {
 # above what 16 connections at that rate allow) while the API's own
 # histogram had every request under 1 ms; with one thread, 11 runs of 11
 # agreed with it. /healthz, the baseline, is measured the same way.
+#
+# Even so, a run now and then reports a p99 its own rate rules out: with C
+# connections at R requests/s the mean latency is at most C/R (Little's
+# law), and the slowest 1% alone add p99/100 to the mean. Such a run is
+# reported (INFO) and measured once more.
 # wrk_run NAME SECONDS SCRIPT URL: sets WRK_RPS, WRK_P99_MS, WRK_NON2XX, WRK_ERR
 wrk_run() {
-	local out c0 c1
-	c0=$(cpu_snapshot)
-	out=$(wrk -t"${BENCH_WRK_THREADS:-1}" -c"${BENCH_WRK_CONNS:-16}" -d"$2"s --latency -s "$3" "$4" 2>&1)
-	c1=$(cpu_snapshot)
-	echo "$out" >"$run/wrk-$1.txt"
-	cpu_report "wrk $1" "$c0" "$c1" "$2"
-	WRK_RPS=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' <<<"$out")
-	WRK_P99_MS=$(wrk_ms 99% <<<"$out")
-	WRK_NON2XX=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-	WRK_NON2XX=${WRK_NON2XX:-0}
-	WRK_ERR=$(awk '/Socket errors/ { print }' <<<"$out")
-	: "${WRK_RPS:=0}" "${WRK_P99_MS:=0}"
+	local out c0 c1 conns=${BENCH_WRK_CONNS:-16} try
+	for try in 1 2; do
+		c0=$(cpu_snapshot)
+		out=$(wrk -t"${BENCH_WRK_THREADS:-1}" -c"$conns" -d"$2"s --latency -s "$3" "$4" 2>&1)
+		c1=$(cpu_snapshot)
+		echo "$out" >"$run/wrk-$1.txt"
+		cpu_report "wrk $1" "$c0" "$c1" "$2"
+		WRK_RPS=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' <<<"$out")
+		WRK_P99_MS=$(wrk_ms 99% <<<"$out")
+		WRK_NON2XX=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+		WRK_NON2XX=${WRK_NON2XX:-0}
+		WRK_ERR=$(awk '/Socket errors/ { print }' <<<"$out")
+		: "${WRK_RPS:=0}" "${WRK_P99_MS:=0}"
+		((WRK_RPS > 0)) && awk "BEGIN { exit !($WRK_P99_MS / 100 > $conns * 1000 / $WRK_RPS) }" || break
+		info "wrk $1 (run $try): p99 $WRK_P99_MS ms is impossible at $WRK_RPS req/s over $conns connections (mean at most $(calc "$conns * 1000 / $WRK_RPS") ms, mean reported $(wrk_ms Latency <<<"$out") ms)"
+	done
 }
 iso_ms() { date -d "$1" +%s%3N; }
 wait_leader() { # until the (re)started scheduler holds the lease
