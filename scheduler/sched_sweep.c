@@ -16,9 +16,14 @@
 static const char SQL_SCHEDULED_START[] =
 	"UPDATE campaigns SET status = 'IN_PROGRESS', started_at = coalesce(started_at, now())"
 	" WHERE status = 'SCHEDULED' AND scheduled_at <= now() RETURNING id";
+/* The pending calls of cancelled campaigns, found campaign by campaign
+ * (the planner, left to itself, read the whole calls table for them at
+ * every sweep, there were any or not). */
 static const char SQL_CANCEL_PENDING[] =
 	"WITH s AS (UPDATE calls SET status = 'SKIPPED', outcome = 'cancelled', completed_at = now()"
-	"  WHERE campaign_id IN (SELECT id FROM campaigns WHERE status = 'CANCELLED' AND pending > 0)"
+	"  WHERE id = ANY (ARRAY(SELECT k.id FROM campaigns c CROSS JOIN LATERAL"
+	"   (SELECT id FROM calls WHERE calls.campaign_id = c.id AND calls.status = 'PENDING' OFFSET 0) k"
+	"   WHERE c.status = 'CANCELLED' AND c.pending > 0))"
 	"  AND status = 'PENDING' RETURNING campaign_id),"
 	" n AS (SELECT campaign_id, count(*) AS c FROM s GROUP BY campaign_id)"
 	" UPDATE campaigns SET pending = pending - n.c, skipped = skipped + n.c FROM n"
@@ -29,12 +34,14 @@ static const char SQL_QUOTA_PAUSE[] =
 	" (SELECT id FROM organizations WHERE used_minutes >= quota_minutes) RETURNING id";
 /* Live past callTimeoutMinutes plus the grace: hang up (the worker first
  * asks the carrier whether the call is still live). Its result is awaited
- * for reconcile_after_s ($4). */
+ * for reconcile_after_s ($4). No timeout is under a minute, so only calls
+ * dialed longer ago than that are read (call_attempts_talking). */
 static const char SQL_TIMEOUT_HANGUP[] =
 	"WITH t AS ("
 	"  UPDATE call_attempts a SET hangup_sent = true,"
 	"   reconcile_at = now() + make_interval(secs => $4::int)"
 	"  FROM campaigns c WHERE c.id = a.campaign_id AND a.status = 'ACCEPTED' AND NOT a.hangup_sent"
+	"   AND a.dialed_at < now() - make_interval(secs => (60 + $3::int) * $2::int / 60000.0)"
 	"   AND a.dialed_at < now() - make_interval(secs => (c.call_timeout_minutes * 60 + $3::int) * $2::int / 60000.0)"
 	"  RETURNING a.id, a.call_sid)"
 	" INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
