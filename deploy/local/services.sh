@@ -11,11 +11,15 @@ bin=${DIALER_BIN:-$root/build}
 say() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
-port_free() { [[ -z $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
+# Any socket on the port counts (a client's local port, TIME_WAIT), and
+# ports come from below the kernel's range for client ports, as in stack.sh.
+port_free() { [[ -z $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]; }
 pick_port() {
-	local p
+	local p lo
+	lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	((lo > 21000)) || lo=40001
 	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 20000))
+		p=$((20000 + RANDOM % (lo - 20000)))
 		if port_free "$p"; then echo "$p"; return 0; fi
 	done
 	die "no free port"

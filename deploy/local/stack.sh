@@ -138,15 +138,23 @@ listening_pids() {
     ss -Hltnp "( sport = :$1 )" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true
 }
 
-port_in_use() { [[ -n $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
+# Any socket on the port counts, not only listeners: a client connection's
+# local port (or one in TIME_WAIT) also makes a listener's bind fail.
+port_in_use() { [[ -n $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]; }
 
-# pick_port VAR: random free TCP port in 20000-40000 (checked with ss), not
-# already taken by this run and outside rabbitmqctl's own dist range 35672-35682.
+# The kernel hands out client ports from this range (after a benchmark,
+# thousands sit in TIME_WAIT); servers are given ports below it.
+EPHEMERAL_LO=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LO > 21000)) || EPHEMERAL_LO=40001
+
+# pick_port VAR: random free TCP port from 20000 up to the kernel's client
+# ports (32767 by default; checked with ss), not already taken by this run
+# and outside rabbitmqctl's own dist range 35672-35682.
 TAKEN_PORTS=" "
 pick_port() {
     local __var=$1 p i
     for ((i = 0; i < 500; i++)); do
-        p=$(( 20000 + ((RANDOM << 15) | RANDOM) % 20001 ))
+        p=$(( 20000 + ((RANDOM << 15) | RANDOM) % (EPHEMERAL_LO - 20000) ))
         ((p >= 35672 && p <= 35682)) && continue
         [[ $TAKEN_PORTS == *" $p "* ]] && continue
         port_in_use "$p" && continue
@@ -154,7 +162,7 @@ pick_port() {
         printf -v "$__var" '%s' "$p"
         return 0
     done
-    die "could not find a free port in 20000-40000"
+    die "could not find a free port in 20000-$((EPHEMERAL_LO - 1))"
 }
 
 # keep_or_pick VAR: keep the port stored in VAR if it is still free, else pick a new one
