@@ -138,9 +138,13 @@ listening_pids() {
     ss -Hltnp "( sport = :$1 )" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true
 }
 
-# Any socket on the port counts, not only listeners: a client connection's
-# local port (or one in TIME_WAIT) also makes a listener's bind fail.
+# A fresh port must be free of any socket, not only of listeners: a client
+# connection's local port (or one in TIME_WAIT) also makes a bind fail.
 port_in_use() { [[ -n $(ss -Htan "( sport = :$1 )" 2>/dev/null) ]]; }
+# A server restarted in place binds its old port again (with SO_REUSEADDR,
+# so its own connections left in TIME_WAIT do not count): only a listener
+# stops it.
+port_listening() { [[ -n $(ss -Hltn "( sport = :$1 )" 2>/dev/null) ]]; }
 
 # The kernel hands out client ports from this range (after a benchmark,
 # thousands sit in TIME_WAIT); servers are given ports below it.
@@ -168,7 +172,7 @@ pick_port() {
 # keep_or_pick VAR: keep the port stored in VAR if it is still free, else pick a new one
 keep_or_pick() {
     local __var=$1 cur=${!1:-}
-    if [[ -n $cur && $TAKEN_PORTS != *" $cur "* ]] && ! port_in_use "$cur"; then
+    if [[ -n $cur && $TAKEN_PORTS != *" $cur "* ]] && ! port_listening "$cur"; then
         TAKEN_PORTS+="$cur "
     else
         pick_port "$__var"
@@ -784,9 +788,9 @@ stack_ctx_locked() {
 mq_start_same_ports() {
     local p
     for p in "$MQ_PORT" "$MQ_MGMT_PORT" "$MQ_DIST_PORT"; do
-        port_in_use "$p" && die "port $p is taken by another process; cannot restart rabbitmq in place"
+        port_listening "$p" && die "port $p is taken by another process; cannot restart rabbitmq in place"
     done
-    if ! epmd_running && port_in_use "$EPMD_PORT"; then
+    if ! epmd_running && port_listening "$EPMD_PORT"; then
         die "epmd port $EPMD_PORT is taken by another process"
     fi
     mq_start
@@ -794,7 +798,7 @@ mq_start_same_ports() {
 }
 
 pg_start_same_port() {
-    port_in_use "$PG_PORT" && die "port $PG_PORT is taken by another process; cannot restart postgres in place"
+    port_listening "$PG_PORT" && die "port $PG_PORT is taken by another process; cannot restart postgres in place"
     pg_start
     pg_wait
 }
