@@ -296,6 +296,12 @@ phase_floor() {
 
 # ------------------------------------------------------------------ 2. dispatch
 DISP_AUD=
+# floor_publish: the broker's publish floor (msg/s), measured briefly now;
+# nothing when the measurement failed
+floor_publish() {
+	local fl
+	fl=$("$MQ" floor "$DIALER_AMQP_URL" 20000 600 100) && sed -E 's/.*publish_per_s=([0-9]+).*/\1/' <<<"$fl"
+}
 # dispatch_run LABEL CAMPAIGNS: jobs claimed, recorded and published per second
 # with no consumer; sets DISP_RATE and DISP_IDS
 dispatch_run() {
@@ -311,10 +317,10 @@ dispatch_run() {
 	mapfile -t DISP_IDS < <(mkcampaigns "$n" "$DISP_AUD" \
 		'"callsPerMinute":6000,"maxConcurrentCalls":1000,"maxRetries":0,"callTimeoutMinutes":60')
 	if ((${#DISP_IDS[@]} != n)); then info "dispatch: created ${#DISP_IDS[@]} of $n campaigns"; fi
-	local rows_before watch_out=$run/watch-$label.txt cpu0 cpu1 t0 t_started fl floor0 floor1
+	local rows_before watch_out=$run/watch-$label.txt cpu0 cpu1 t0 t_started floor0 floor1
 	# the broker floor again, right before and right after (the mean of the
 	# two), under the same load from others
-	fl=$("$MQ" floor "$DIALER_AMQP_URL" 20000 600 100) && floor0=$(sed -E 's/.*publish_per_s=([0-9]+).*/\1/' <<<"$fl")
+	floor0=$(floor_publish)
 	rows_before=$(psqlq -c "SELECT count(*) FROM calls")
 	"$MQ" watch "$DIALER_AMQP_URL" dialer.dial-jobs "$total" 120000 >"$watch_out" &
 	watch_pid=$!
@@ -336,7 +342,7 @@ dispatch_run() {
 	local t_end
 	t_end=$(now_ms)
 	"$MQ" purge "$DIALER_AMQP_URL" dialer.dial-jobs >/dev/null
-	fl=$("$MQ" floor "$DIALER_AMQP_URL" 20000 600 100) && floor1=$(sed -E 's/.*publish_per_s=([0-9]+).*/\1/' <<<"$fl")
+	floor1=$(floor_publish)
 	if [[ -n $floor0 && -n $floor1 ]]; then DISP_FLOOR=$(calc "int(($floor0 + $floor1) / 2)"); else DISP_FLOOR=${floor0:-${floor1:-0}}; fi
 	info "dispatch $label: broker floor $floor0 msg/s before, $floor1 after"
 	read -r t_first t10 t90 t_last last <<<"$(awk -v T="$total" '
