@@ -60,40 +60,23 @@ static void pub_free(struct pub_msg *m)
  * them in *next; 0 or -EIO. */
 static int pub_some(struct dl_amqp *mq, struct pub_msg *m, struct pub_msg **next)
 {
-	static const char head[] = "{\"type\":\"call.statuses\",\"messageId\":\"";
-	static const char list[] = "\",\"statuses\":[";
-	char id[DL_ID_MAX];
+	const char *bodies[DL_CALL_STATUSES_MAX];
+	size_t lens[DL_CALL_STATUSES_MAX];
 	struct pub_msg *end = m;
-	size_t len = sizeof(head) + sizeof(id) + sizeof(list) + m->len + 2;
-	char *body, *p;
-	int k = 1, rc;
+	int k = 1;
 
+	bodies[0] = m->body;
+	lens[0] = m->len;
 	while (!strcmp(m->type, "call.status") && end->next != NULL && k < DL_CALL_STATUSES_MAX &&
 	       !strcmp(end->next->type, m->type) && !strcmp(end->next->exchange, m->exchange) &&
 	       !strcmp(end->next->routing_key, m->routing_key)) {
 		end = end->next;
-		len += end->len + 1;
-		k++;
+		bodies[k] = end->body;
+		lens[k++] = end->len;
 	}
 	*next = end->next;
-	if (k == 1)
-		return dl_amqp_publish(mq, m->exchange, m->routing_key, m->message_id, m->type, m->body, m->len);
-	body = malloc(len);
-	if (body == NULL)
-		return -EIO;
-	dl_id_new("msg", id);
-	p = body + sprintf(body, "%s%s%s", head, id, list);
-	for (struct pub_msg *q = m;; q = q->next) {
-		memcpy(p, q->body, q->len);
-		p += q->len;
-		*p++ = q == end ? ']' : ',';
-		if (q == end)
-			break;
-	}
-	*p++ = '}';
-	rc = dl_amqp_publish(mq, m->exchange, m->routing_key, id, "call.statuses", body, (size_t)(p - body));
-	free(body);
-	return rc;
+	return dl_amqp_publish_batch(mq, m->exchange, m->routing_key, "call.statuses", "statuses", bodies, lens, k,
+				     m->message_id, m->type);
 }
 
 /* Publishes batch and waits for its confirms: 0 when all were confirmed. */

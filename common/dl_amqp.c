@@ -260,6 +260,35 @@ int dl_amqp_publish(struct dl_amqp *mq, const char *exchange, const char *routin
 	return 0;
 }
 
+int dl_amqp_publish_batch(struct dl_amqp *mq, const char *exchange, const char *routing_key,
+			  const char *batch_type, const char *key, const char *const *bodies, const size_t *lens,
+			  int n, const char *message_id, const char *type)
+{
+	char id[DL_ID_MAX];
+	size_t len = strlen(batch_type) + strlen(key) + sizeof(id) + 40;
+	char *body, *p;
+	int r;
+
+	if (n == 1)
+		return dl_amqp_publish(mq, exchange, routing_key, message_id, type, bodies[0], lens[0]);
+	for (int i = 0; i < n; i++)
+		len += lens[i] + 1;
+	body = malloc(len);
+	if (body == NULL)
+		return -EIO;
+	dl_id_new("msg", id);
+	p = body + sprintf(body, "{\"type\":\"%s\",\"messageId\":\"%s\",\"%s\":[", batch_type, id, key);
+	for (int i = 0; i < n; i++) {
+		memcpy(p, bodies[i], lens[i]);
+		p += lens[i];
+		*p++ = i == n - 1 ? ']' : ',';
+	}
+	*p++ = '}';
+	r = dl_amqp_publish(mq, exchange, routing_key, id, batch_type, body, (size_t)(p - body));
+	free(body);
+	return r;
+}
+
 /* Handles one frame that is not a delivery: confirms, returns, closes. */
 static int handle_frame(struct dl_amqp *mq, amqp_frame_t *f)
 {

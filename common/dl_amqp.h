@@ -44,10 +44,21 @@ int dl_amqp_declare_topology(struct dl_amqp *mq) DL_WUR;
  * puts the callbacks it relays together in one message, the scheduler
  * refuses a larger one. */
 #define DL_CALL_STATUSES_MAX 64
+/* Job results one job.results message carries at most: a worker puts the
+ * results it has confirmed together in one message, the scheduler refuses
+ * a larger one. */
+#define DL_JOB_RESULTS_MAX 64
 
 /* Publishes a persistent JSON message with mandatory set; does not wait. */
 int dl_amqp_publish(struct dl_amqp *mq, const char *exchange, const char *routing_key,
 		    const char *message_id, const char *type, const void *body, size_t len) DL_WUR;
+/* Publishes the n JSON objects bodies[i] (lens[i] bytes each) as one
+ * message of type batch_type, {"type": batch_type, "messageId": a new id,
+ * key: [bodies...]}, or bodies[0] alone (as message_id, of type) when n is
+ * 1; does not wait. 0 or -EIO. */
+int dl_amqp_publish_batch(struct dl_amqp *mq, const char *exchange, const char *routing_key,
+			  const char *batch_type, const char *key, const char *const *bodies, const size_t *lens,
+			  int n, const char *message_id, const char *type) DL_WUR;
 /* Waits until every publish so far is confirmed. 0 when all were acked and
  * routed; -EIO on nack, return, timeout or a lost connection (then the
  * caller republishes: consumers dedupe by message id). */

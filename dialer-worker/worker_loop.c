@@ -984,9 +984,11 @@ static bool wk_done_confirmed(const struct wk_task *t)
 	return t->state == WK_DONE && t->result != NULL && t->published;
 }
 
-/* Publishes the results of finished tasks, waits for their confirms, then
- * acks their jobs; tasks without a result are settled at once. A failed
- * batch is published again (same message ids: the scheduler dedupes). */
+/* Publishes the results of finished tasks, up to DL_JOB_RESULTS_MAX of
+ * them as one job.results message, waits for their confirms, then acks
+ * their jobs; tasks without a result are settled at once. A failed batch
+ * is published again (the scheduler applies a result once however often
+ * it comes). */
 static void wk_flush(struct worker *w)
 {
 	bool any = false, fail = false;
@@ -1001,14 +1003,28 @@ static void wk_flush(struct worker *w)
 	wk_reap(w, wk_done_quiet);
 	if (!any || now < w->publish_at || wk_link(&w->out, &w->out_retry_at, &w->out_backoff) < 0)
 		return;
-	for (struct wk_task *t = w->tasks; t && !fail; t = t->next) {
-		if (t->state != WK_DONE || t->result == NULL || t->published)
-			continue;
-		if (dl_amqp_publish(&w->out, w->cfg->amqp_jobs_exchange, "result", t->result_id, t->result_type,
-				    t->result, strlen(t->result)) < 0)
+	for (struct wk_task *t = w->tasks; t && !fail;) {
+		struct wk_task *batch[DL_JOB_RESULTS_MAX];
+		const char *bodies[DL_JOB_RESULTS_MAX];
+		size_t lens[DL_JOB_RESULTS_MAX];
+		int n = 0;
+
+		for (; t && n < DL_JOB_RESULTS_MAX; t = t->next) {
+			if (t->state != WK_DONE || t->result == NULL || t->published)
+				continue;
+			batch[n] = t;
+			bodies[n] = t->result;
+			lens[n++] = strlen(t->result);
+		}
+		if (n == 0)
+			break;
+		if (dl_amqp_publish_batch(&w->out, w->cfg->amqp_jobs_exchange, "result", "job.results", "results",
+					  bodies, lens, n, batch[0]->result_id, batch[0]->result_type) < 0) {
 			fail = true;
-		else
-			t->published = true;
+			break;
+		}
+		for (int i = 0; i < n; i++)
+			batch[i]->published = true;
 	}
 	if (!fail && dl_amqp_wait_confirms(&w->out, WK_CONFIRM_TIMEOUT_MS) < 0)
 		fail = true;

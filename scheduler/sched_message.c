@@ -127,6 +127,14 @@ int sched_message_parse(const char *body, size_t len, struct sched_message *out)
 	return r;
 }
 
+/* The messages a batch of type may carry: nothing else rides in it. */
+static bool batch_carries(const char *batch, const char *type)
+{
+	if (!strcmp(batch, "call.statuses"))
+		return !strcmp(type, "call.status");
+	return !strcmp(type, "dial.result") || !strcmp(type, "reconcile.result") || !strcmp(type, "hangup.result");
+}
+
 int sched_messages_parse(const char *body, size_t len, struct sched_message *out, int max)
 {
 	json_t *j = json_loadb(body, len, 0, NULL), *list, *v;
@@ -134,19 +142,18 @@ int sched_messages_parse(const char *body, size_t len, struct sched_message *out
 	size_t i;
 	int r = -EINVAL;
 
-	if (type == NULL || strcmp(type, "call.statuses") != 0) {
+	if (type == NULL || (strcmp(type, "call.statuses") != 0 && strcmp(type, "job.results") != 0)) {
 		r = parse_object(j, out) < 0 ? -EINVAL : 1;
 		goto out;
 	}
-	list = json_object_get(j, "statuses");
+	list = json_object_get(j, !strcmp(type, "call.statuses") ? "statuses" : "results");
 	if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > SCHED_STATUSES_MAX ||
 	    json_array_size(list) > (size_t)max)
 		goto out;
 	json_array_foreach(list, i, v) {
 		const char *t = json_string_value(json_object_get(v, "type"));
 
-		/* a call.status each: nothing else rides in a batch */
-		if (t == NULL || strcmp(t, "call.status") != 0 || parse_object(v, &out[i]) < 0)
+		if (t == NULL || !batch_carries(type, t) || parse_object(v, &out[i]) < 0)
 			goto out;
 	}
 	r = (int)json_array_size(list);

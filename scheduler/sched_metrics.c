@@ -33,8 +33,9 @@ static const char *const campaign_states[] = {"SCHEDULED", "IN_PROGRESS"};
 /* Dial starts over target: fine steps around 1, where pacing should sit. */
 static const double pace_buckets[] = {0.25, 0.5, 0.75, 0.9, 0.95, 1, 1.05, 1.1, 1.25, 1.5, 2};
 static const char *const consumed_types[] = {"dial.result",      "reconcile.result", "hangup.result",
-					     "call.status",      "campaign.started", "campaign.paused",
-					     "campaign.resumed", "campaign.cancelled"};
+					     "job.results",      "call.status",      "call.statuses",
+					     "campaign.started", "campaign.paused",  "campaign.resumed",
+					     "campaign.cancelled"};
 
 struct pace_slot {
 	char id[DL_ID_MAX];    /* "" when free */

@@ -108,13 +108,17 @@ struct sched_message {
 /* Parses one message into *out (written only on success); 0 or -EINVAL for
  * a message that can never be applied. */
 int sched_message_parse(const char *body, size_t len, struct sched_message *out) DL_WUR;
-/* Call statuses one call.statuses message carries at most. */
+/* Messages one delivery carries at most: the call statuses of a
+ * call.statuses message, the results of a job.results one. */
 #define SCHED_STATUSES_MAX DL_CALL_STATUSES_MAX
-/* Parses one delivery: a message (as sched_message_parse) or a
- * call.statuses message, {"type": "call.statuses", "statuses": [call.status
- * messages]}, which carries 1 to SCHED_STATUSES_MAX of them. Writes out[0..]
- * (at most max) and returns how many, or -EINVAL when any of them can never
- * be applied (nothing of it is). */
+_Static_assert(DL_JOB_RESULTS_MAX <= SCHED_STATUSES_MAX, "a job.results message fits a delivery's room");
+/* Parses one delivery: a message (as sched_message_parse), a call.statuses
+ * message, {"type": "call.statuses", "statuses": [call.status messages]},
+ * or a job.results message, {"type": "job.results", "results": [dial.result,
+ * reconcile.result or hangup.result messages]}, each carrying 1 to
+ * SCHED_STATUSES_MAX of them. Writes out[0..] (at most max) and returns how
+ * many, or -EINVAL when any of them can never be applied (nothing of it
+ * is). */
 int sched_messages_parse(const char *body, size_t len, struct sched_message *out, int max) DL_WUR;
 /* Over n messages ordered by attempt (arrival order within one), sets
  * skip[i] for each call.status "queued", "initiated" or "ringing" that a

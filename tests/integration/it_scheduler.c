@@ -195,6 +195,24 @@ static void expect_counts_add_up(struct run *r, int total)
 	it_resp_free(p);
 }
 
+/* How many messages of type the scheduler applied (its /metrics). */
+static long long sched_applied(const char *type)
+{
+	char url[512], key[128];
+	struct it_resp *r;
+	const char *line;
+	long long n = 0;
+
+	snprintf(url, sizeof(url), "%s/metrics", it_env("DIALER_SCHEDULER_HEALTH_URL"));
+	snprintf(key, sizeof(key), "\ndialer_scheduler_messages_consumed_total{type=\"%s\",result=\"applied\"} ", type);
+	r = it_call_url("GET", url);
+	line = strstr(r->body, key);
+	if (line)
+		n = atoll(line + strlen(key));
+	it_resp_free(r);
+	return n;
+}
+
 static void test_outcomes_and_retries(void **state)
 {
 	/* Digits: 0-5 answered, 6 voicemail, 7 no-answer, 8 busy, 9 failure. */
@@ -203,6 +221,8 @@ static void test_outcomes_and_retries(void **state)
 	json_t *calls, *c;
 	size_t i;
 	struct it_resp *p;
+
+	long long batches = sched_applied("job.results");
 
 	(void)state;
 	setup_run(&r, 100000, 220, "0123456789x");
@@ -260,6 +280,10 @@ static void test_outcomes_and_retries(void **state)
 	}
 	/* Answered calls were charged, rounded up to the minute. */
 	assert_true(it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL) >= 140);
+	/* The worker put results of dials answered together in one message
+	 * (100 dials go out at once), and the scheduler applied them. */
+	if (sched_applied("job.results") <= batches)
+		fail_msg("no job.results message applied among this campaign's 280 dial results");
 }
 
 static int cmp_ll(const void *a, const void *b)

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dl_amqp.h"
 #include "dl_util.h"
 #include "it_lib.h"
 
@@ -141,20 +142,35 @@ static void pull_results(void)
 	char *body;
 
 	while ((body = get_one(results_q, NULL, 0)) != NULL) {
-		json_t *m = json_loads(body, 0, NULL);
-		const char *att = json_string_value(json_object_get(m, "attemptId"));
+		json_t *j = json_loads(body, 0, NULL), *list, *m;
+		size_t i;
 
-		if (m == NULL)
+		if (j == NULL)
 			fail_msg("a result is not JSON: %s", body);
-		/* Every result names its message and attempt. */
-		assert_non_null(json_string_value(json_object_get(m, "messageId")));
-		assert_non_null(json_string_value(json_object_get(m, "type")));
-		if (att != NULL) {
-			if (json_object_get(seen, att) == NULL)
-				json_object_set_new(seen, att, json_array());
-			json_array_append(json_object_get(seen, att), m);
+		assert_non_null(json_string_value(json_object_get(j, "messageId")));
+		/* a job.results message: the results a worker had confirmed together */
+		list = json_object_get(j, "results");
+		if (strcmp(json_string_value(json_object_get(j, "type")), "job.results") != 0) {
+			list = json_array();
+			json_array_append(list, j);
+		} else {
+			json_incref(list);
+			assert_true(json_array_size(list) >= 2 && json_array_size(list) <= DL_JOB_RESULTS_MAX);
 		}
-		json_decref(m);
+		json_array_foreach(list, i, m) {
+			const char *att = json_string_value(json_object_get(m, "attemptId"));
+
+			/* Every result names its message and attempt. */
+			assert_non_null(json_string_value(json_object_get(m, "messageId")));
+			assert_non_null(json_string_value(json_object_get(m, "type")));
+			if (att != NULL) {
+				if (json_object_get(seen, att) == NULL)
+					json_object_set_new(seen, att, json_array());
+				json_array_append(json_object_get(seen, att), m);
+			}
+		}
+		json_decref(list);
+		json_decref(j);
 		free(body);
 	}
 }

@@ -207,12 +207,14 @@ static void test_result_messages(void **state)
 	}
 }
 
-/* A delivery: one message, or a call.statuses carrying 1 to 64 call
- * statuses, all valid, in their order; anything else in one is refused whole. */
+/* A delivery: one message, a call.statuses carrying 1 to 64 call statuses,
+ * or a job.results carrying 1 to 64 job results, all valid, in their order;
+ * anything else in one is refused whole. */
 static void test_result_deliveries(void **state)
 {
 #define ST(a, seq) "{\"type\":\"call.status\",\"attemptId\":\"" a "\",\"callSid\":\"" SID "\",\"callStatus\":" \
 		   "\"ringing\",\"sequenceNumber\":" #seq "}"
+#define DR(a) "{\"type\":\"dial.result\",\"attemptId\":\"" a "\",\"outcome\":\"accepted\",\"callSid\":\"" SID "\"}"
 	static const struct {
 		const char *body;
 		int rc;
@@ -234,8 +236,22 @@ static void test_result_deliveries(void **state)
 		 ",{\"type\":\"call.status\",\"attemptId\":\"b\",\"callSid\":\"CA1\",\"callStatus\":\"busy\","
 		 "\"sequenceNumber\":2}]}", -EINVAL, ""},
 		{"{\"type\":\"call.statuses\",\"statuses\":[" ST("a", 1) "," ST("b", 2) "]", -EINVAL, ""},
+		/* job.results: a worker's results, any kind of job's, never a status */
+		{"{\"type\":\"job.results\",\"messageId\":\"m\",\"results\":[" DR("a") ","
+		 "{\"type\":\"reconcile.result\",\"attemptId\":\"b\",\"found\":false}," DR("c") "]}",
+		 3, "abc"},
+		{"{\"type\":\"job.results\",\"results\":[" DR("a") "]}", 1, "a"},
+		{"{\"type\":\"job.results\",\"results\":[]}", -EINVAL, ""},
+		{"{\"type\":\"job.results\",\"statuses\":[" DR("a") "]}", -EINVAL, ""},
+		{"{\"type\":\"job.results\",\"results\":[" DR("a") "," ST("b", 2) "]}", -EINVAL, ""},
+		{"{\"type\":\"job.results\",\"results\":[" DR("a") ","
+		 "{\"type\":\"dial.result\",\"attemptId\":\"b\",\"outcome\":\"maybe\"}]}", -EINVAL, ""},
+		{"{\"type\":\"job.results\",\"results\":[{\"type\":\"job.results\",\"results\":[" DR("a") "]}]}",
+		 -EINVAL, ""},
+		{"{\"type\":\"call.statuses\",\"statuses\":[" DR("a") "]}", -EINVAL, ""},
 	};
 #undef ST
+#undef DR
 	struct sched_message m[SCHED_STATUSES_MAX + 1];
 
 	(void)state;
@@ -250,29 +266,38 @@ static void test_result_deliveries(void **state)
 	}
 }
 
-/* The caps: 64 statuses in one message at most, and no more than the batch
- * has room for. */
+/* The caps: 64 statuses or results in one message at most, and no more
+ * than the batch has room for. */
 static void test_result_deliveries_capped(void **state)
 {
+	static const struct {
+		const char *head, *item;
+	} kinds[] = {
+		{"{\"type\":\"call.statuses\",\"statuses\":[",
+		 "%s{\"type\":\"call.status\",\"attemptId\":\"a%d\",\"callSid\":\"" SID "\","
+		 "\"callStatus\":\"ringing\",\"sequenceNumber\":%d}"},
+		{"{\"type\":\"job.results\",\"results\":[",
+		 "%s{\"type\":\"dial.result\",\"attemptId\":\"a%d\",\"outcome\":\"accepted\",\"callSid\":\"" SID
+		 "\",\"n\":%d}"},
+	};
 	struct sched_message m[SCHED_STATUSES_MAX + 1];
 	char *body = malloc(300 * (SCHED_STATUSES_MAX + 1) + 64);
 	size_t len;
 
 	(void)state;
 	assert_non_null(body);
-	for (int n = SCHED_STATUSES_MAX; n <= SCHED_STATUSES_MAX + 1; n++) {
-		len = (size_t)sprintf(body, "{\"type\":\"call.statuses\",\"statuses\":[");
-		for (int k = 0; k < n; k++)
-			len += (size_t)sprintf(body + len,
-					       "%s{\"type\":\"call.status\",\"attemptId\":\"a%d\",\"callSid\":\"" SID "\","
-					       "\"callStatus\":\"ringing\",\"sequenceNumber\":%d}",
-					       k ? "," : "", k, k);
-		len += (size_t)sprintf(body + len, "]}");
-		assert_int_equal(sched_messages_parse(body, len, m, SCHED_STATUSES_MAX + 1),
-				 n <= SCHED_STATUSES_MAX ? n : -EINVAL);
-		if (n == SCHED_STATUSES_MAX) {
-			assert_string_equal(m[n - 1].attempt, "a63");
-			assert_int_equal(sched_messages_parse(body, len, m, n - 1), -EINVAL);
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		for (int n = SCHED_STATUSES_MAX; n <= SCHED_STATUSES_MAX + 1; n++) {
+			len = (size_t)sprintf(body, "%s", kinds[i].head);
+			for (int k = 0; k < n; k++)
+				len += (size_t)sprintf(body + len, kinds[i].item, k ? "," : "", k, k);
+			len += (size_t)sprintf(body + len, "]}");
+			assert_int_equal(sched_messages_parse(body, len, m, SCHED_STATUSES_MAX + 1),
+					 n <= SCHED_STATUSES_MAX ? n : -EINVAL);
+			if (n == SCHED_STATUSES_MAX) {
+				assert_string_equal(m[n - 1].attempt, "a63");
+				assert_int_equal(sched_messages_parse(body, len, m, n - 1), -EINVAL);
+			}
 		}
 	}
 	free(body);
