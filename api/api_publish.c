@@ -33,13 +33,14 @@ struct pub_msg {
 	int rc;         /* 1 while unsettled, then 0 or -EIO */
 	bool taken;     /* the publisher holds it */
 	bool abandoned; /* its caller gave up: the publisher frees it */
+	pthread_cond_t done; /* signalled when rc is set: only its caller waits on it */
 	struct pub_msg *next;
 };
 
 struct api_publisher {
 	const struct dl_config *cfg;
 	pthread_mutex_t mu;
-	pthread_cond_t wake, done;
+	pthread_cond_t wake;
 	struct pub_msg *head, **tail;
 	int queued;
 	int64_t busy_since; /* monotonic ms the batch in flight was taken, 0 when none */
@@ -49,6 +50,7 @@ struct api_publisher {
 
 static void pub_free(struct pub_msg *m)
 {
+	pthread_cond_destroy(&m->done);
 	free(m->body);
 	free(m);
 }
@@ -139,12 +141,13 @@ static void *pub_thread(void *arg)
 		p->busy_since = 0;
 		for (struct pub_msg *m = batch; m != NULL; m = next) {
 			next = m->next;
-			if (m->abandoned)
+			if (m->abandoned) {
 				pub_free(m);
-			else
+			} else {
 				m->rc = rc < 0 ? -EIO : 0;
+				pthread_cond_signal(&m->done);
+			}
 		}
-		pthread_cond_broadcast(&p->done);
 	}
 	pthread_mutex_unlock(&p->mu);
 	dl_amqp_close(&mq);
@@ -154,7 +157,6 @@ static void *pub_thread(void *arg)
 int api_publisher_start(const struct dl_config *cfg, struct api_publisher **out)
 {
 	struct api_publisher *p = calloc(1, sizeof(*p));
-	pthread_condattr_t ca;
 
 	*out = NULL;
 	if (p == NULL)
@@ -163,10 +165,6 @@ int api_publisher_start(const struct dl_config *cfg, struct api_publisher **out)
 	p->tail = &p->head;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->wake, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&p->done, &ca);
-	pthread_condattr_destroy(&ca);
 	if (pthread_create(&p->thread, NULL, pub_thread, p) != 0) {
 		free(p);
 		return -EAGAIN;
@@ -186,7 +184,6 @@ void api_publisher_stop(struct api_publisher *p)
 	pthread_join(p->thread, NULL);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->wake);
-	pthread_cond_destroy(&p->done);
 	free(p);
 }
 
@@ -194,17 +191,22 @@ int api_publish(struct api_publisher *p, const char *exchange, const char *routi
 		json_t *body)
 {
 	struct pub_msg *m = calloc(1, sizeof(*m));
+	pthread_condattr_t ca;
 	struct timespec until;
 	int rc;
 
 	if (m == NULL)
 		return -ENOMEM;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->done, &ca);
+	pthread_condattr_destroy(&ca);
 	dl_id_new("msg", m->message_id);
 	json_object_set_new(body, "messageId", json_string(m->message_id));
 	json_object_set_new(body, "type", json_string(type));
 	m->body = json_dumps(body, JSON_COMPACT);
 	if (m->body == NULL) {
-		free(m);
+		pub_free(m);
 		return -ENOMEM;
 	}
 	m->len = strlen(m->body);
@@ -225,7 +227,7 @@ int api_publish(struct api_publisher *p, const char *exchange, const char *routi
 	p->tail = &m->next;
 	p->queued++;
 	pthread_cond_signal(&p->wake);
-	while (m->rc == 1 && pthread_cond_timedwait(&p->done, &p->mu, &until) != ETIMEDOUT)
+	while (m->rc == 1 && pthread_cond_timedwait(&m->done, &p->mu, &until) != ETIMEDOUT)
 		;
 	rc = m->rc;
 	if (rc != 1) {
