@@ -72,6 +72,12 @@ static const char SQL_CAMPAIGN_SET_STATUS[] =
 static const char SQL_CAMPAIGN_PROGRESS[] =
 	"SELECT status, total, pending, queued, in_progress, completed, failed, skipped"
 	" FROM campaigns WHERE id = $1 AND organization_id = $2";
+/* A call's carrier sid: a live call's is its latest attempt's (the
+ * scheduler writes it to the call when the attempt ends). */
+#define API_CALL_SID                                                                                        \
+	"CASE WHEN status = 'IN_PROGRESS' THEN coalesce((SELECT a.call_sid FROM call_attempts a"                 \
+	" WHERE a.call_id = calls.id ORDER BY a.attempt_no DESC LIMIT 1), call_sid) ELSE call_sid END"
+
 /* A page of a campaign's calls in snapshot order, read along the index
  * (campaign_id, id) from the page's start. The campaign is given as a range
  * of one value, not an equality: with `campaign_id = $1` the planner may
@@ -80,7 +86,7 @@ static const char SQL_CAMPAIGN_PROGRESS[] =
  * cheap and read 50,000 rows for a page of 100 (the further the campaign's
  * calls lie in the table, the more). */
 static const char SQL_CAMPAIGN_CALLS[] =
-	"SELECT call_sid, contact_id, contact_name, phone_number, status, outcome, duration, attempts,"
+	"SELECT " API_CALL_SID ", contact_id, contact_name, phone_number, status, outcome, duration, attempts,"
 	" " API_ISO_UTC("started_at") ", " API_ISO_UTC("completed_at") " FROM calls"
 	" WHERE campaign_id >= $1 AND campaign_id <= $1 ORDER BY campaign_id, id LIMIT $2 OFFSET $3";
 

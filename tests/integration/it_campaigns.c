@@ -521,6 +521,65 @@ static void test_progress_and_calls_shape(void **state)
 	free(id);
 }
 
+/* A live call shows the sid of its attempt on the line, a retried one its
+ * new attempt's rather than the last one's; an ended call the sid it kept. */
+static void test_live_call_sid(void **state)
+{
+	static const char *const want[][2] = {
+		{"ct_retried", "CA22222222222222222222222222222222"},
+		{"ct_live", "CA33333333333333333333333333333333"},
+		{"ct_dialing", NULL},
+		{"ct_done", "CA44444444444444444444444444444444"},
+	};
+	struct fixture f;
+	struct it_resp *r;
+	char *id, path[256];
+	json_t *data;
+
+	(void)state;
+	fixture_new(&f, 100, 0);
+	r = create(&f, "");
+	id = campaign_id(r);
+	it_resp_free(r);
+	assert_int_equal(
+		it_db_count("WITH c AS (INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts, call_sid)"
+			    " VALUES ($1, 'ct_retried', '+15550000001', 'IN_PROGRESS', 2, 'CA11111111111111111111111111111111'),"
+			    " ($1, 'ct_live', '+15550000002', 'IN_PROGRESS', 1, NULL),"
+			    " ($1, 'ct_dialing', '+15550000003', 'IN_PROGRESS', 1, NULL),"
+			    " ($1, 'ct_done', '+15550000004', 'COMPLETED', 1, 'CA44444444444444444444444444444444')"
+			    " RETURNING id, contact_id),"
+			    " a AS (INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, status, call_sid)"
+			    " SELECT $1 || '_' || contact_id || '_' || n, c.id, $1, n, st, sid FROM c JOIN (VALUES"
+			    " ('ct_retried', 1, 'ENDED', 'CA11111111111111111111111111111111'),"
+			    " ('ct_retried', 2, 'ACCEPTED', 'CA22222222222222222222222222222222'),"
+			    " ('ct_live', 1, 'ACCEPTED', 'CA33333333333333333333333333333333'),"
+			    " ('ct_dialing', 1, 'DIALING', NULL),"
+			    " ('ct_done', 1, 'ENDED', 'CA55555555555555555555555555555555')) v(ct, n, st, sid)"
+			    " ON v.ct = c.contact_id RETURNING 1)"
+			    " SELECT count(*) FROM a",
+			    id, NULL),
+		5);
+	snprintf(path, sizeof(path), "/v1/campaigns/%s/calls", id);
+	r = it_call("GET", path, f.org.key, NULL, NULL);
+	it_expect(r, 200);
+	data = json_object_get(r->json, "data");
+	assert_int_equal(json_array_size(data), 4);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		json_t *c, *got = NULL;
+		size_t k;
+
+		json_array_foreach(data, k, c) {
+			if (!strcmp(json_string_value(json_object_get(c, "contactId")), want[i][0]))
+				got = json_object_get(c, "callSid");
+		}
+		if (want[i][1] == NULL ? !json_is_null(got) : !json_is_string(got) || strcmp(json_string_value(got), want[i][1]))
+			fail_msg("%s: callSid %s, want %s", want[i][0], got ? json_dumps(got, JSON_ENCODE_ANY) : "(none)",
+				 want[i][1] ? want[i][1] : "null");
+	}
+	it_resp_free(r);
+	free(id);
+}
+
 static void test_isolation(void **state)
 {
 	struct fixture a, b;
@@ -700,6 +759,7 @@ int main(void)
 		cmocka_unit_test(test_scheduled_start),
 		cmocka_unit_test(test_start_no_minutes),
 		cmocka_unit_test(test_progress_and_calls_shape),
+		cmocka_unit_test(test_live_call_sid),
 		cmocka_unit_test(test_isolation),
 		cmocka_unit_test(test_auth_and_protocol),
 		cmocka_unit_test(test_oversized_body),
