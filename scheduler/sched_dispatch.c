@@ -34,7 +34,9 @@ static const char SQL_RUNNING[] =
 /* Claims up to $2 due calls of campaign $1 (due retries first, then fresh
  * calls in snapshot order), creates their attempts and dial jobs. Each
  * attempt's dial deadline is its slot ($10 + k * $11, epoch microseconds)
- * plus $12 ms (none when 0): the fence refuses a job that comes later. */
+ * plus $12 ms (none when 0): the fence refuses a job that comes later. Its
+ * hangup_at, from which the timeout sweep looks at it, is the claim's time
+ * plus its call's timeout and the grace ($13 ms): it is dialed later. */
 static const char SQL_CLAIM[] =
 	"WITH due AS ("
 	"  (SELECT id FROM calls WHERE campaign_id = $1 AND status = 'PENDING'"
@@ -48,10 +50,11 @@ static const char SQL_CLAIM[] =
 	"   WHERE id IN (SELECT id FROM due) AND status = 'PENDING'"
 	"  RETURNING id, attempt_seq, phone_number),"
 	" att AS ("
-	"  INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number, dial_deadline)"
+	"  INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number, dial_deadline, hangup_at)"
 	"  SELECT 'att_' || replace(gen_random_uuid()::text, '-', ''), id, $1, attempt_seq, phone_number,"
 	"    CASE WHEN $12::bigint > 0 THEN to_timestamp(($10::bigint + (row_number() OVER (ORDER BY id) - 1)"
-	"      * $11::bigint + $12::bigint * 1000) / 1000000.0) END"
+	"      * $11::bigint + $12::bigint * 1000) / 1000000.0) END,"
+	"    now() + make_interval(secs => $13::bigint / 1000.0)"
 	"    FROM claimed RETURNING id, call_id, to_number),"
 	" jobs AS ("
 	"  INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
@@ -80,6 +83,7 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 		.tick_ms = s->cfg->scheduler_tick_ms,
 	};
 	char limit[16], time_limit[16], callback[512], n_s[16], next_s[24], base_s[24], step_s[24], late_s[16];
+	char hangup_ms[24];
 	const char *id = PQgetvalue(camps, row, 0);
 	int64_t base;
 	int n, got;
@@ -94,8 +98,11 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 	snprintf(base_s, sizeof(base_s), "%lld", (long long)base);
 	snprintf(step_s, sizeof(step_s), "%lld", (long long)(sched_pace_advance(&pace, base, 1) - base));
 	snprintf(late_s, sizeof(late_s), "%d", s->cfg->scheduler_dial_late_ms);
+	snprintf(hangup_ms, sizeof(hangup_ms), "%lld",
+		 ((long long)atoi(PQgetvalue(camps, row, 5)) * 60 + s->cfg->scheduler_timeout_grace_s) *
+			 s->cfg->clock_minute_ms / 60);
 	{
-		const char *p[12] = {id,
+		const char *p[13] = {id,
 				    limit,
 				    s->cfg->amqp_jobs_exchange,
 				    PQgetvalue(camps, row, 7),
@@ -106,9 +113,10 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 				    RING_TIMEOUT_S,
 				    base_s,
 				    step_s,
-				    late_s};
+				    late_s,
+				    hangup_ms};
 
-		r = dl_db_exec(db, SQL_CLAIM, 12, p, NULL);
+		r = dl_db_exec(db, SQL_CLAIM, 13, p, NULL);
 	}
 	if (r == NULL)
 		return -EIO;

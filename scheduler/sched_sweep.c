@@ -34,14 +34,15 @@ static const char SQL_QUOTA_PAUSE[] =
 	" (SELECT id FROM organizations WHERE used_minutes >= quota_minutes) RETURNING id";
 /* Live past callTimeoutMinutes plus the grace: hang up (the worker first
  * asks the carrier whether the call is still live). Its result is awaited
- * for reconcile_after_s ($4). No timeout is under a minute, so only calls
- * dialed longer ago than that are read (call_attempts_talking). */
+ * for reconcile_after_s ($4). Only attempts past their hangup_at (the
+ * claim's time plus that much) are read (call_attempts_talking); each is
+ * due once as long has passed since it was dialed. */
 static const char SQL_TIMEOUT_HANGUP[] =
 	"WITH t AS ("
 	"  UPDATE call_attempts a SET hangup_sent = true,"
 	"   reconcile_at = now() + make_interval(secs => $4::int)"
 	"  FROM campaigns c WHERE c.id = a.campaign_id AND a.status = 'ACCEPTED' AND NOT a.hangup_sent"
-	"   AND a.dialed_at < now() - make_interval(secs => (60 + $3::int) * $2::int / 60000.0)"
+	"   AND a.hangup_at < now()"
 	"   AND a.dialed_at < now() - make_interval(secs => (c.call_timeout_minutes * 60 + $3::int) * $2::int / 60000.0)"
 	"  RETURNING a.id, a.call_sid)"
 	" INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"

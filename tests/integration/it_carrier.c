@@ -234,6 +234,19 @@ static void test_timeout_hangup(void **state)
 				     " WHERE c.campaign_id = $1 AND a.hung_up AND a.outcome = 'timeout'",
 				     r.campaign, NULL),
 			 1);
+	/* Not cut before its time: the minute and the grace (30 s, scaled) after
+	 * it was dialed, however long before that it was claimed. */
+	{
+		const char *grace = getenv("DIALER_SCHEDULER_TIMEOUT_GRACE_S");
+		char limit_ms[32];
+
+		snprintf(limit_ms, sizeof(limit_ms), "%ld",
+			 (60 + (grace ? atol(grace) : 30)) * atol(it_env("DIALER_CLOCK_MINUTE_MS")) / 60);
+		assert_int_equal(it_db_count("SELECT count(*) FROM call_attempts WHERE campaign_id = $1 AND hung_up"
+					     " AND ended_at - dialed_at >= make_interval(secs => $2::int / 1000.0)",
+					     r.campaign, limit_ms, NULL),
+				 1);
+	}
 }
 
 static void test_lost_callbacks_not_timeout(void **state)
