@@ -66,14 +66,19 @@ static const char SQL_TIMED_OUT[] =
 	"SELECT id FROM call_attempts WHERE status = 'ACCEPTED' AND hangup_sent AND reconcile_at < now()"
 	" AND hangup_tries >= 2 LIMIT 500";
 static const char SQL_END[] = "SELECT dialer_end_attempt($1, $2, $3::int, $4::boolean, $5::int)";
-/* Fenced but silent (worker died?) or ambiguous: ask the carrier first. */
+/* Fenced but silent (worker died?) or ambiguous: ask the carrier first.
+ * The dialing attempts are read from call_attempts_dialing, only those
+ * silent long enough; an attempt that moved on since is left alone. */
 static const char SQL_RECONCILE[] =
 	"WITH r AS ("
 	"  UPDATE call_attempts SET status = 'UNKNOWN',"
 	"   reconcile_at = now() + make_interval(secs => $2::int)"
-	"  WHERE id IN (SELECT id FROM call_attempts WHERE"
-	"   (status = 'DIALING' AND dialed_at < now() - make_interval(secs => $2::int))"
-	"   OR (status = 'UNKNOWN' AND reconcile_at <= now()) LIMIT 500)"
+	"  WHERE id IN ((SELECT id FROM call_attempts WHERE status = 'DIALING'"
+	"    AND dialed_at < now() - make_interval(secs => $2::int) LIMIT 500)"
+	"   UNION ALL (SELECT id FROM call_attempts WHERE status = 'UNKNOWN' AND reconcile_at <= now() LIMIT 500)"
+	"   LIMIT 500)"
+	"  AND ((status = 'DIALING' AND dialed_at < now() - make_interval(secs => $2::int))"
+	"   OR (status = 'UNKNOWN' AND reconcile_at <= now()))"
 	"  RETURNING id, to_number, dialed_at,"
 	"   'msg_rec_' || id || '_' || (extract(epoch FROM now()) * 1000)::bigint AS mid)"
 	" INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)"
