@@ -570,18 +570,7 @@ static void test_replay_dry_run(void **state)
 /* The worker's count of replayed jobs it took (its /metrics). */
 static long long worker_replayed(void)
 {
-	char url[512];
-	struct it_resp *r;
-	const char *line;
-	long long n = 0;
-
-	snprintf(url, sizeof(url), "%s/metrics", it_env("DIALER_WORKER_HEALTH_URL"));
-	r = it_call_url("GET", url);
-	line = strstr(r->body, "\ndialer_worker_jobs_replayed_total ");
-	if (line)
-		n = atoll(line + strlen("\ndialer_worker_jobs_replayed_total "));
-	it_resp_free(r);
-	return n;
+	return it_metric("DIALER_WORKER_HEALTH_URL", "dialer_worker_jobs_replayed_total");
 }
 
 static void test_replay(void **state)

@@ -207,6 +207,23 @@ const char *it_header(const struct it_resp *r, const char *name, char *buf, size
 	return NULL;
 }
 
+long long it_metric(const char *env, const char *series)
+{
+	char url[512], key[256];
+	struct it_resp *r;
+	const char *line;
+	long long n = 0;
+
+	snprintf(url, sizeof(url), "%s/metrics", it_env(env));
+	snprintf(key, sizeof(key), "\n%s ", series);
+	r = it_call_url("GET", url);
+	line = strstr(r->body, key);
+	if (line)
+		n = atoll(line + strlen(key));
+	it_resp_free(r);
+	return n;
+}
+
 void it_expect(const struct it_resp *r, long status)
 {
 	if (r->status != status)

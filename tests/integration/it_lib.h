@@ -47,6 +47,9 @@ struct it_resp *it_call_raw(const char *method, const char *path, const char *ke
 struct it_resp *it_post_callback(const char *attempt, const char *form);
 /* Calls an absolute URL without a key (the simulator, health endpoints). */
 struct it_resp *it_call_url(const char *method, const char *url);
+/* The value of one series (its name and labels, as /metrics prints them)
+ * on the /metrics of the service whose health URL is in env; 0 when absent. */
+long long it_metric(const char *env, const char *series);
 void it_resp_free(struct it_resp *r);
 /* The value of a response header (case-insensitive), copied into buf, or NULL. */
 const char *it_header(const struct it_resp *r, const char *name, char *buf, size_t len);

@@ -195,22 +195,11 @@ static void expect_counts_add_up(struct run *r, int total)
 	it_resp_free(p);
 }
 
-/* How many messages of type the scheduler applied (its /metrics). */
-static long long sched_applied(const char *type)
+/* How many job.results messages the scheduler applied (its /metrics). */
+static long long job_results_applied(void)
 {
-	char url[512], key[128];
-	struct it_resp *r;
-	const char *line;
-	long long n = 0;
-
-	snprintf(url, sizeof(url), "%s/metrics", it_env("DIALER_SCHEDULER_HEALTH_URL"));
-	snprintf(key, sizeof(key), "\ndialer_scheduler_messages_consumed_total{type=\"%s\",result=\"applied\"} ", type);
-	r = it_call_url("GET", url);
-	line = strstr(r->body, key);
-	if (line)
-		n = atoll(line + strlen(key));
-	it_resp_free(r);
-	return n;
+	return it_metric("DIALER_SCHEDULER_HEALTH_URL",
+			 "dialer_scheduler_messages_consumed_total{type=\"job.results\",result=\"applied\"}");
 }
 
 static void test_outcomes_and_retries(void **state)
@@ -222,7 +211,7 @@ static void test_outcomes_and_retries(void **state)
 	size_t i;
 	struct it_resp *p;
 
-	long long batches = sched_applied("job.results");
+	long long batches = job_results_applied();
 
 	(void)state;
 	setup_run(&r, 100000, 220, "0123456789x");
@@ -282,7 +271,7 @@ static void test_outcomes_and_retries(void **state)
 	assert_true(it_db_count("SELECT used_minutes FROM organizations WHERE id = $1", r.org.id, NULL) >= 140);
 	/* The worker put results of dials answered together in one message
 	 * (100 dials go out at once), and the scheduler applied them. */
-	if (sched_applied("job.results") <= batches)
+	if (job_results_applied() <= batches)
 		fail_msg("no job.results message applied among this campaign's 280 dial results");
 }
 
