@@ -9,6 +9,7 @@
 #include <sys/time.h>
 
 #include "dl_log.h"
+#include "dl_metrics.h"
 
 #define CHANNEL 1
 
@@ -269,6 +270,17 @@ int dl_amqp_publish_batch(struct dl_amqp *mq, const char *exchange, const char *
 	char *body, *p;
 	int r;
 
+	{
+		static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128};
+		char labels[64];
+
+		dl_metrics_register_histogram("dialer_amqp_batch_size",
+					      "Members of each batch message sent (n 1: the member alone), by batch type: "
+					      "small batches cost the broker and the consumer more a member.",
+					      sizes, sizeof(sizes) / sizeof(sizes[0]));
+		snprintf(labels, sizeof(labels), "type=\"%s\"", batch_type);
+		dl_metrics_observe("dialer_amqp_batch_size", labels, n);
+	}
 	if (n == 1)
 		return dl_amqp_publish(mq, exchange, routing_key, message_id, type, bodies[0], lens[0]);
 	for (int i = 0; i < n; i++)

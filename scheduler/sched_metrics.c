@@ -15,6 +15,7 @@
 #define M_CAMPAIGNS "dialer_scheduler_campaigns_active"
 #define M_PACE "dialer_scheduler_pace_ratio"
 #define M_CONSUMED "dialer_scheduler_messages_consumed_total"
+#define M_BATCH "dialer_scheduler_results_batch_size"
 
 /* Gauges refresh this often at most: the query is cheap but not free. */
 #define SCHED_METRICS_REFRESH_MS 5000
@@ -32,6 +33,8 @@ static const char *const attempt_states[] = {"QUEUED", "DIALING", "ACCEPTED", "U
 static const char *const campaign_states[] = {"SCHEDULED", "IN_PROGRESS"};
 /* Dial starts over target: fine steps around 1, where pacing should sit. */
 static const double pace_buckets[] = {0.25, 0.5, 0.75, 0.9, 0.95, 1, 1.05, 1.1, 1.25, 1.5, 2};
+/* Results a batch or a lane's share holds: powers of two up to SCHED_ITEMS_MAX. */
+static const double batch_buckets[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 static const char *const consumed_types[] = {"dial.result",      "reconcile.result", "hangup.result",
 					     "job.results",      "call.status",      "call.statuses",
 					     "campaign.started", "campaign.paused",  "campaign.resumed",
@@ -62,6 +65,11 @@ static void sm_register(void)
 				      pace_buckets, DL_ARRAY_LEN(pace_buckets));
 	dl_metrics_register(M_CONSUMED, "counter",
 			    "Results, events and commands consumed, by type and result (applied, invalid, requeued).");
+	dl_metrics_register_histogram(M_BATCH,
+				      "Results and carrier statuses applied together: per batch taken from the queue "
+				      "(of=\"batch\") and per lane's transaction (of=\"share\"). Small ones cost "
+				      "Postgres more a result.",
+				      batch_buckets, DL_ARRAY_LEN(batch_buckets));
 }
 
 /* "IN_PROGRESS" -> "in_progress" into out (len bytes). */
@@ -186,4 +194,13 @@ void sched_metrics_consumed(const amqp_basic_properties_t *props, int result)
 	what = result == 0 ? "applied" : result == -EINVAL ? "invalid" : "requeued";
 	snprintf(labels, sizeof(labels), "type=\"%s\",result=\"%s\"", type, what);
 	dl_metrics_add(M_CONSUMED, labels, 1);
+}
+
+void sched_metrics_batch(const char *of, int n)
+{
+	char labels[32];
+
+	pthread_once(&once, sm_register);
+	snprintf(labels, sizeof(labels), "of=\"%s\"", of);
+	dl_metrics_observe(M_BATCH, labels, n);
 }

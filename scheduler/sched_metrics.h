@@ -24,5 +24,8 @@ void sched_metrics_observe_pace(const char *campaign_id, int started, int calls_
  * and what became of it: result is the handler's 0 (applied or ignored as a
  * duplicate), -EINVAL (dropped as invalid) or another -errno (requeued). */
 void sched_metrics_consumed(const amqp_basic_properties_t *props, int result);
+/* Observes the size of a set of results applied together: of is "batch"
+ * (a consumer's, n messages) or "share" (a lane's transaction). */
+void sched_metrics_batch(const char *of, int n);
 
 #endif

@@ -771,6 +771,10 @@ static void results_apply(struct sched_ctx *s, void *ctx, struct delivery *d, in
 
 		l->items[l->n++] = &all->items[i];
 	}
+	sched_metrics_batch("batch", all->n_items);
+	for (int i = 0; i < all->k; i++)
+		if (all->lane[i].n > 0)
+			sched_metrics_batch("share", all->lane[i].n);
 	pthread_mutex_lock(&all->mu);
 	all->busy = all->k;
 	all->round++;

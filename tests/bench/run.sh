@@ -220,6 +220,31 @@ cpu_snapshot() { # prints "scheduler api worker sim postgres rabbitmq" ticks
 	out+=("$(ticks_children "${beam:-1}")")
 	echo "${out[*]}"
 }
+# The sum and count of each batch-size histogram that e2e reports: the
+# API's call.statuses, the worker's job.results, the scheduler's batches
+# taken from the results queue and its lanes' transactions (8 numbers).
+batch_sums() {
+	local sel
+	for sel in "$API|dialer_amqp_batch_size|type=\"call.statuses\"" \
+		"$DIALER_WORKER_HEALTH_URL|dialer_amqp_batch_size|type=\"job.results\"" \
+		"$DIALER_SCHEDULER_HEALTH_URL|dialer_scheduler_results_batch_size|of=\"batch\"" \
+		"$DIALER_SCHEDULER_HEALTH_URL|dialer_scheduler_results_batch_size|of=\"share\""; do
+		IFS='|' read -r url name label <<<"$sel"
+		curl -s "$url/metrics" | awk -v s="${name}_sum{$label}" -v c="${name}_count{$label}" \
+			'$1 == s { sum = $2 } $1 == c { n = $2 } END { printf "%d %d ", sum, n }'
+	done
+	echo
+}
+# batch_report LABEL "BEFORE" "AFTER": members per batch over the interval
+batch_report() {
+	read -r -a b <<<"$2"
+	read -r -a a <<<"$3"
+	local names=(call.statuses job.results consumer-batch lane-share) line="$1: mean batch size:" i
+	for i in 0 1 2 3; do
+		line+=" ${names[$i]}=$(awk "BEGIN { n = ${a[$((2 * i + 1))]} - ${b[$((2 * i + 1))]}; printf(\"%.1f\", (n > 0 ? (${a[$((2 * i))]} - ${b[$((2 * i))]}) / n : 0)) }")"
+	done
+	info "$line"
+}
 # cpu_report LABEL "BEFORE" "AFTER" SECONDS: cores used per process over the interval
 cpu_report() {
 	local label=$1 secs=$4
@@ -527,9 +552,10 @@ phase_e2e() {
 	local idlist
 	idlist=$(printf "'%s'," "${ids[@]}")
 	idlist=${idlist%,}
-	local sim0 cpu0 cpu1 t0 t1 done_n=0 st pub0 pub1
+	local sim0 cpu0 cpu1 t0 t1 done_n=0 st pub0 pub1 bat0
 	sim0=$(curl -s "$DIALER_SIM_URL/_sim/stats")
 	pub0=$(mq_published)
+	bat0=$(batch_sums)
 	cpu0=$(cpu_snapshot)
 	t0=$(now_ms)
 	campaigns_do start "${ids[@]}" >/dev/null
@@ -572,6 +598,7 @@ phase_e2e() {
 		"simulator calls +$(($(jq .calls <<<"$sim1") - $(jq .calls <<<"$sim0"))), callbacks delivered" \
 		"+$(($(jq .callbacks.delivered <<<"$sim1") - $(jq .callbacks.delivered <<<"$sim0"))), dropped $(jq .callbacks.dropped <<<"$sim1")"
 	cpu_report e2e "$cpu0" "$cpu1" "$secs"
+	batch_report e2e "$bat0" "$(batch_sums)"
 	info "e2e: most messages waiting, sampled every 2 s: dial jobs $max_jobs, results and call events $max_results"
 	local ok=1 note
 	((done_n >= n && answered == total)) || ok=0
