@@ -5,12 +5,14 @@
  * invalid field 400, and none of them publishes anything. Messages are read
  * from a durable queue of this test bound to dialer.jobs with key "result". */
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dl_form.h"
@@ -25,31 +27,6 @@ static char token[256];
 static char base[512];
 static char prefix[32]; /* of every attempt id of this run */
 
-static amqp_connection_state_t mq_open(void)
-{
-	struct amqp_connection_info info;
-	char *url = strdup(it_env("DIALER_AMQP_URL"));
-	amqp_connection_state_t conn = amqp_new_connection();
-	amqp_socket_t *sock = amqp_tcp_socket_new(conn);
-
-	assert_int_equal(amqp_parse_url(url, &info), AMQP_STATUS_OK);
-	assert_int_equal(amqp_socket_open(sock, info.host, info.port), AMQP_STATUS_OK);
-	assert_int_equal(amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user,
-				    info.password).reply_type,
-			 AMQP_RESPONSE_NORMAL);
-	amqp_channel_open(conn, 1);
-	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
-	free(url);
-	return conn;
-}
-
-static void mq_close(amqp_connection_state_t conn)
-{
-	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
-	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
-	amqp_destroy_connection(conn);
-}
-
 static int setup(void **state)
 {
 	const char *t = getenv("DIALER_CARRIER_AUTH_TOKEN"), *pub = getenv("DIALER_API_PUBLIC_URL");
@@ -61,23 +38,23 @@ static int setup(void **state)
 	snprintf(base, sizeof(base), "%s", pub && *pub ? pub : it_env("DIALER_API_URL"));
 	snprintf(prefix, sizeof(prefix), "att_it%d_", (int)getpid());
 	snprintf(queue, sizeof(queue), "it.results.%d", (int)getpid());
-	conn = mq_open();
+	conn = it_mq_open();
 	amqp_queue_declare(conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
 	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
 	amqp_queue_bind(conn, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes("dialer.jobs"),
 			amqp_cstring_bytes("result"), amqp_empty_table);
 	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
-	mq_close(conn);
+	it_mq_close(conn);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	amqp_connection_state_t conn = mq_open();
+	amqp_connection_state_t conn = it_mq_open();
 
 	(void)state;
 	amqp_queue_delete(conn, 1, amqp_cstring_bytes(queue), 0, 0);
-	mq_close(conn);
+	it_mq_close(conn);
 	return 0;
 }
 
@@ -93,7 +70,7 @@ struct msg {
  * stored in out. */
 static int drain_until(const char *until, int want, struct msg *out, int max, int wait_ms)
 {
-	amqp_connection_state_t conn = mq_open();
+	amqp_connection_state_t conn = it_mq_open();
 	int64_t deadline = dl_mono_ms() + wait_ms, grace_end = 0;
 	int n = 0;
 	bool seen = false;
@@ -116,21 +93,29 @@ static int drain_until(const char *until, int want, struct msg *out, int max, in
 		assert_int_equal(env.message.properties.delivery_mode, 2);
 		assert_true(env.message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
 		assert_true(env.message.properties._flags & AMQP_BASIC_TYPE_FLAG);
-		att = json_string_value(json_object_get(body, "attemptId"));
 		type = json_string_value(json_object_get(body, "type"));
-		if (att != NULL && type != NULL && !strcmp(type, "call.status") &&
-		    !strncmp(att, prefix, strlen(prefix)) && n < max) {
-			snprintf(out[n].attempt, sizeof(out[n].attempt), "%s", att);
-			out[n].body = json_incref(body);
-			n++;
-			seen = seen || !strcmp(att, until);
-			if (seen && n >= want && grace_end == 0)
-				grace_end = dl_mono_ms() + 500;
+		/* a call.statuses message: each of its statuses as if alone */
+		for (size_t k = 0, many = type != NULL && !strcmp(type, "call.statuses"),
+			    count = many ? json_array_size(json_object_get(body, "statuses")) : 1;
+		     k < count; k++) {
+			json_t *one = many ? json_array_get(json_object_get(body, "statuses"), k) : body;
+
+			att = json_string_value(json_object_get(one, "attemptId"));
+			type = json_string_value(json_object_get(one, "type"));
+			if (att != NULL && type != NULL && !strcmp(type, "call.status") &&
+			    !strncmp(att, prefix, strlen(prefix)) && n < max) {
+				snprintf(out[n].attempt, sizeof(out[n].attempt), "%s", att);
+				out[n].body = json_incref(one);
+				n++;
+				seen = seen || !strcmp(att, until);
+				if (seen && n >= want && grace_end == 0)
+					grace_end = dl_mono_ms() + 500;
+			}
 		}
 		json_decref(body);
 		amqp_destroy_envelope(&env);
 	}
-	mq_close(conn);
+	it_mq_close(conn);
 	if (!seen)
 		fail_msg("no call.status message for %s within %d ms", until, wait_ms);
 	return n;
@@ -491,11 +476,91 @@ static void test_rejected_callbacks_publish_nothing(void **state)
 	msgs_free(m, n);
 }
 
+/* One callback of test_paced_callbacks_published_together, posted at its
+ * moment. */
+struct paced {
+	pthread_t thread;
+	char attempt[80];
+	char form[1024];
+	struct timespec at; /* CLOCK_MONOTONIC */
+	long status;
+};
+
+static void *paced_post(void *arg)
+{
+	struct paced *p = arg;
+	char sig[DL_TWSIG_LEN];
+	struct it_resp *r;
+
+	sign(token, p->attempt, p->form, sig);
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &p->at, NULL) == EINTR)
+		;
+	r = post(p->attempt, FORM_CT, p->form, sig);
+	p->status = r->status;
+	it_resp_free(r);
+	return NULL;
+}
+
+/* Callbacks that come at a moderate pace, a millisecond apart, go to the
+ * broker together rather than one message each: a small batch waits
+ * api.publish_linger_us (20 ms in the suites) for more. Each is answered
+ * once its batch is confirmed, and each status arrives. */
+static void test_paced_callbacks_published_together(void **state)
+{
+	enum { N = 16 };
+	static const char count_series[] = "dialer_amqp_batch_size_count{type=\"call.statuses\"}",
+			  sum_series[] = "dialer_amqp_batch_size_sum{type=\"call.statuses\"}";
+	struct paced p[N];
+	struct timespec t0;
+	struct msg m[2 * N];
+	long long batches = it_metric("DIALER_API_URL", count_series),
+		  members = it_metric("DIALER_API_URL", sum_series);
+	int n;
+
+	(void)state;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < N; i++) {
+		char tag[16];
+		long ns = t0.tv_nsec + (100 + i) * 1000000L; /* threads up first, then one a ms */
+
+		snprintf(tag, sizeof(tag), "paced%d", i);
+		attempt_id(p[i].attempt, sizeof(p[i].attempt), tag);
+		form_of(p[i].form, sizeof(p[i].form), "ringing", 1, NULL);
+		p[i].at.tv_sec = t0.tv_sec + ns / 1000000000L;
+		p[i].at.tv_nsec = ns % 1000000000L;
+		p[i].status = 0;
+		assert_int_equal(pthread_create(&p[i].thread, NULL, paced_post, &p[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(p[i].thread, NULL);
+		if (p[i].status != 204)
+			fail_msg("callback %d answered %ld", i, p[i].status);
+	}
+	members = it_metric("DIALER_API_URL", sum_series) - members;
+	batches = it_metric("DIALER_API_URL", count_series) - batches;
+	/* off the test queue before anything is asserted: the next test reads it */
+	n = drain_until(p[N - 1].attempt, N, m, 2 * N, 10000);
+	for (int i = 0; i < N; i++) {
+		bool found = false;
+
+		for (int k = 0; k < n && !found; k++)
+			found = !strcmp(m[k].attempt, p[i].attempt);
+		if (!found)
+			fail_msg("no call.status message for %s", p[i].attempt);
+	}
+	msgs_free(m, n);
+	if (members != N || batches > 4)
+		fail_msg("%d callbacks a ms apart went to the broker as %lld messages holding %lld (want at most 4 "
+			 "holding %d)",
+			 N, batches, members, N);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_signed_callback_published),
 		cmocka_unit_test(test_rejected_callbacks_publish_nothing),
+		cmocka_unit_test(test_paced_callbacks_published_together),
 		/* last: it leaves messages of its own in the test queue */
 		cmocka_unit_test(test_callback_during_broker_outage),
 	};

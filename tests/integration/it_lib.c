@@ -3,6 +3,7 @@
 #include "dl_form.h"
 #include "dl_twsig.h"
 
+#include <amqp_tcp_socket.h>
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
@@ -222,6 +223,31 @@ long long it_metric(const char *env, const char *series)
 		n = atoll(line + strlen(key));
 	it_resp_free(r);
 	return n;
+}
+
+amqp_connection_state_t it_mq_open(void)
+{
+	struct amqp_connection_info info;
+	char *url = strdup(it_env("DIALER_AMQP_URL"));
+	amqp_connection_state_t conn = amqp_new_connection();
+	amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+
+	assert_int_equal(amqp_parse_url(url, &info), AMQP_STATUS_OK);
+	assert_int_equal(amqp_socket_open(sock, info.host, info.port), AMQP_STATUS_OK);
+	assert_int_equal(amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user,
+				    info.password).reply_type,
+			 AMQP_RESPONSE_NORMAL);
+	amqp_channel_open(conn, 1);
+	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
+	free(url);
+	return conn;
+}
+
+void it_mq_close(amqp_connection_state_t conn)
+{
+	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(conn);
 }
 
 void it_expect(const struct it_resp *r, long status)

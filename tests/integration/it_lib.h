@@ -6,6 +6,7 @@
 #ifndef IT_LIB_H
 #define IT_LIB_H
 
+#include <amqp.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
@@ -50,6 +51,10 @@ struct it_resp *it_call_url(const char *method, const char *url);
 /* The value of one series (its name and labels, as /metrics prints them)
  * on the /metrics of the service whose health URL is in env; 0 when absent. */
 long long it_metric(const char *env, const char *series);
+/* A connection with channel 1 open to the test broker (DIALER_AMQP_URL),
+ * and its close. */
+amqp_connection_state_t it_mq_open(void);
+void it_mq_close(amqp_connection_state_t conn);
 void it_resp_free(struct it_resp *r);
 /* The value of a response header (case-insensitive), copied into buf, or NULL. */
 const char *it_header(const struct it_resp *r, const char *name, char *buf, size_t len);

@@ -2,7 +2,6 @@
  * commit together, the relay publishes it to RabbitMQ with confirms, and a
  * command committed while the broker is down is delivered once it is back. */
 #include <amqp.h>
-#include <amqp_tcp_socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,37 +13,11 @@
 
 static char queue[64];
 
-/* Opens a connection and channel 1 to the test broker. */
-static amqp_connection_state_t mq_open(void)
-{
-	struct amqp_connection_info info;
-	char *url = strdup(it_env("DIALER_AMQP_URL"));
-	amqp_connection_state_t conn = amqp_new_connection();
-	amqp_socket_t *sock = amqp_tcp_socket_new(conn);
-
-	assert_int_equal(amqp_parse_url(url, &info), AMQP_STATUS_OK);
-	assert_int_equal(amqp_socket_open(sock, info.host, info.port), AMQP_STATUS_OK);
-	assert_int_equal(amqp_login(conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user,
-				    info.password).reply_type,
-			 AMQP_RESPONSE_NORMAL);
-	amqp_channel_open(conn, 1);
-	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
-	free(url);
-	return conn;
-}
-
-static void mq_close(amqp_connection_state_t conn)
-{
-	amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
-	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
-	amqp_destroy_connection(conn);
-}
-
 /* A durable queue of this test bound to every campaign command: it survives
  * a broker restart, like the scheduler's own queue. */
 static int setup(void **state)
 {
-	amqp_connection_state_t conn = mq_open();
+	amqp_connection_state_t conn = it_mq_open();
 
 	(void)state;
 	snprintf(queue, sizeof(queue), "it.commands.%d", (int)getpid());
@@ -53,17 +26,17 @@ static int setup(void **state)
 	amqp_queue_bind(conn, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes("dialer.commands"),
 			amqp_cstring_bytes("campaign.#"), amqp_empty_table);
 	assert_int_equal(amqp_get_rpc_reply(conn).reply_type, AMQP_RESPONSE_NORMAL);
-	mq_close(conn);
+	it_mq_close(conn);
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	amqp_connection_state_t conn = mq_open();
+	amqp_connection_state_t conn = it_mq_open();
 
 	(void)state;
 	amqp_queue_delete(conn, 1, amqp_cstring_bytes(queue), 0, 0);
-	mq_close(conn);
+	it_mq_close(conn);
 	return 0;
 }
 
@@ -72,7 +45,7 @@ static int teardown(void **state)
  * types are written to types. */
 static int drain(const char *id, char types[][32], int max, int wait_ms)
 {
-	amqp_connection_state_t conn = mq_open();
+	amqp_connection_state_t conn = it_mq_open();
 	int found = 0;
 
 	amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 1, 0, amqp_empty_table);
@@ -102,7 +75,7 @@ static int drain(const char *id, char types[][32], int max, int wait_ms)
 		json_decref(body);
 		amqp_destroy_envelope(&env);
 	}
-	mq_close(conn);
+	it_mq_close(conn);
 	return found;
 }
 
