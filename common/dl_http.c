@@ -345,9 +345,10 @@ static void request_id_of(struct MHD_Connection *conn, char id[DL_REQUEST_ID_MAX
 	snprintf(id, DL_REQUEST_ID_MAX, "req_%s", r);
 }
 
-/* The body went over the cap while it was still coming (chunked, no
- * Content-Length): 413 now rather than when the client stops sending. The
- * rest is read and dropped for a short while, then the connection closed. */
+/* The body is over the cap while it is still coming (declared so, or
+ * chunked and past it): 413 now rather than when the client stops sending.
+ * The rest is read and dropped for a short while, then the connection
+ * closed. */
 static void refuse_mid_body(struct dl_httpd *d, struct MHD_Connection *conn, struct upload *up, const char *method)
 {
 	struct dl_http_resp resp;
@@ -389,11 +390,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		up->started_ms = dl_mono_ms();
 		*con_cls = up;
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-		/* Refuse a declared oversized body before reading a byte of it. */
-		if (cl != NULL && strtoull(cl, NULL, 10) > d->max_body)
-			up->too_large = true;
-		else
+		/* Refuse a declared oversized body before reading a byte of it.
+		 * A client that asked "Expect: 100-continue" sends nothing more
+		 * and gets the 413 the usual way; one that is already sending
+		 * gets it at once, the body drained as for a chunked one. */
+		if (cl == NULL || strtoull(cl, NULL, 10) <= d->max_body)
 			return MHD_YES;
+		up->too_large = true;
+		if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) == NULL) {
+			refuse_mid_body(d, conn, up, method);
+			return MHD_YES;
+		}
 	}
 	if (up->refused) {
 		/* Answered already: drop the rest, and close once it ends. */

@@ -618,6 +618,57 @@ static void test_oversized_chunked_answered_at_once(void **state)
 	expect_healthz(main_port(), NULL, "after an oversized chunked body");
 }
 
+/* A client that declares a body over the cap and sends it without waiting
+ * (no "Expect: 100-continue") is not cut off mid-send: it reads its 413 and
+ * then a clean end of the stream, not a reset, for the server takes and
+ * drops the body before it closes. Nothing is created. */
+static void test_oversized_declared_sent(void **state)
+{
+	struct it_org org;
+	char head[512], *body, *answer, buf[4096];
+	int fd;
+	ssize_t n;
+	int64_t end;
+	bool closed = false;
+
+	(void)state;
+	it_org_new(&org, 100);
+	body = malloc(MAX_BODY + 1);
+	assert_non_null(body);
+	memset(body, ' ', MAX_BODY + 1);
+	body[0] = '{';
+	fd = tcp_open(NULL, main_port());
+	assert_true(fd >= 0);
+	snprintf(head, sizeof(head),
+		 "POST /v1/audiences HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: %s\r\n"
+		 "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		 org.key, MAX_BODY + 1);
+	assert_true(tcp_send_all(fd, head, strlen(head), 2000));
+	if (!tcp_send_all(fd, body, MAX_BODY + 1, 5000))
+		fail_msg("the connection was cut while the declared body was being sent: %s", strerror(errno));
+	free(body);
+	answer = tcp_read_answer(fd, 3000);
+	expect_raw_error(answer, 413);
+	free(answer);
+	/* then the end of the stream, within the linger */
+	end = now_ms() + 3000;
+	do {
+		struct pollfd p = {fd, POLLIN, 0};
+
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		n = recv(fd, buf, sizeof(buf), 0);
+		closed = n == 0;
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			fail_msg("the connection was reset after its 413, not closed: %s", strerror(errno));
+	} while (!closed && now_ms() < end);
+	if (!closed)
+		fail_msg("the connection is still open 3 s after its 413 and the whole body");
+	close(fd);
+	assert_int_equal(it_db_count("SELECT count(*) FROM audiences WHERE organization_id = $1", org.id, NULL), 0);
+	expect_healthz(main_port(), NULL, "after an oversized declared body");
+}
+
 /* A real client (libcurl) streaming a chunked body over the cap reads its
  * 413 and stops; nothing is created. */
 static void test_oversized_chunked(void **state)
@@ -939,6 +990,7 @@ int main(void)
 		cmocka_unit_test(test_slowloris_main_api),
 		cmocka_unit_test(test_slowloris_health_listeners),
 		cmocka_unit_test(test_oversized_declared),
+		cmocka_unit_test(test_oversized_declared_sent),
 		cmocka_unit_test(test_oversized_chunked_answered_at_once),
 		cmocka_unit_test(test_oversized_chunked),
 		cmocka_unit_test(test_flood_one_address),
