@@ -24,11 +24,6 @@
 #define PUB_WAIT_MS 2000
 /* Messages waiting at most; more go to the outbox at once. */
 #define PUB_QUEUE_MAX 4096
-/* A batch of fewer messages than this waits up to api.publish_linger_us
- * for more before it is published: at a moderate pace of callbacks, a
- * millisecond turns many small call.statuses messages (each a broker write,
- * a confirm and a delivery to the scheduler) into a few larger ones. */
-#define PUB_LINGER_MIN 32
 
 struct pub_msg {
 	const char *exchange, *routing_key, *type;
@@ -49,7 +44,6 @@ struct api_publisher {
 	struct pub_msg *head, **tail;
 	int queued;
 	int64_t busy_since; /* monotonic ms the batch in flight was taken, 0 when none */
-	bool lingering; /* the publisher waits for PUB_LINGER_MIN messages: wake it then */
 	bool stop;
 	pthread_t thread;
 };
@@ -133,21 +127,6 @@ static void *pub_thread(void *arg)
 				pthread_mutex_lock(&p->mu);
 				continue;
 			}
-		}
-		if (p->cfg->api_publish_linger_us > 0 && p->queued < PUB_LINGER_MIN && !p->stop) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += (long)p->cfg->api_publish_linger_us * 1000L;
-			ts.tv_sec += ts.tv_nsec / 1000000000L;
-			ts.tv_nsec %= 1000000000L;
-			p->lingering = true;
-			while (p->queued < PUB_LINGER_MIN && !p->stop &&
-			       pthread_cond_timedwait(&p->wake, &p->mu, &ts) != ETIMEDOUT)
-				;
-			p->lingering = false;
-			if (p->head == NULL)
-				continue; /* the callers gave up on them */
 		}
 		batch = p->head;
 		p->head = NULL;
@@ -247,8 +226,7 @@ int api_publish(struct api_publisher *p, const char *exchange, const char *routi
 	*p->tail = m;
 	p->tail = &m->next;
 	p->queued++;
-	if (!p->lingering || p->queued >= PUB_LINGER_MIN)
-		pthread_cond_signal(&p->wake);
+	pthread_cond_signal(&p->wake);
 	while (m->rc == 1 && pthread_cond_timedwait(&m->done, &p->mu, &until) != ETIMEDOUT)
 		;
 	rc = m->rc;

@@ -47,7 +47,6 @@ struct dl_config {
 	int api_rate_per_min;
 	int api_bulk_rate_per_min;
 	int api_outbox_batch;
-	int api_publish_linger_us; /* a small batch of broker messages waits this long for more (0..50000) */
 	int api_import_threads;
 	int api_read_cache_entries;    /* responses of campaign reads kept (0: no read cache) */
 	int api_read_cache_max_age_ms; /* a kept response is never served older than this */
@@ -71,7 +70,6 @@ struct dl_config {
 	int scheduler_timeout_grace_s;
 	int scheduler_reconcile_after_s;
 	int scheduler_results_consumers; /* threads applying results and call events (1..16) */
-	int scheduler_results_linger_ms; /* a small batch of results waits this long for more (0..100) */
 	int scheduler_snapshot_chunk; /* calls created per snapshot transaction (the first at most 2,000) */
 	int scheduler_dial_late_ms; /* a dial job later than its slot by more than this is not dialed (0: never late) */
 	/* worker */

@@ -731,15 +731,10 @@ static uint32_t attempt_hash(const char *id)
 }
 
 /* A consumer's batch: take() is given each delivery as it comes (and says
- * whether the batch has room for another), apply() all of them. With
- * linger_ms, a batch that enough() calls small waits that long at most for
- * more deliveries: a few milliseconds later, in one transaction a lane
- * rather than several, when results come at a moderate pace. */
+ * whether the batch has room for another), apply() all of them. */
 struct consumer {
 	bool (*take)(void *ctx, struct delivery *d, int i);
 	void (*apply)(struct sched_ctx *s, void *ctx, struct delivery *d, int n);
-	bool (*enough)(void *ctx);
-	int linger_ms;
 };
 
 /* Results: a delivery's messages parsed into the batch's items. */
@@ -759,14 +754,6 @@ static bool results_take(void *ctx, struct delivery *d, int i)
 		it->d = i;
 	}
 	return all->n_items <= SCHED_ITEMS_MAX - SCHED_STATUSES_MAX;
-}
-
-/* Results: a batch worth applying without waiting for more. */
-static bool results_enough(void *ctx)
-{
-	const struct lanes *all = ctx;
-
-	return all->n_items >= SCHED_LINGER_ITEMS;
 }
 
 /* Results: each message to the lane of its attempt; returns when all lanes
@@ -837,22 +824,8 @@ static void consume(struct sched_ctx *s, const char *queue, const struct consume
 		if (dl_amqp_next(&mq, &d[0].msg, 500) <= 0)
 			continue;
 		room = c->take(ctx, d, 0);
-		{
-			int64_t until = dl_mono_ms() + c->linger_ms;
-
-			for (n = 1; room && n < SCHED_BATCH_MAX; n++) {
-				int wait = 0;
-
-				if (c->linger_ms > 0 && !c->enough(ctx)) {
-					int64_t left = until - dl_mono_ms();
-
-					wait = left > 0 ? (int)left : 0;
-				}
-				if (dl_amqp_next(&mq, &d[n].msg, wait) != 1)
-					break;
-				room = c->take(ctx, d, n);
-			}
-		}
+		for (n = 1; room && n < SCHED_BATCH_MAX && dl_amqp_next(&mq, &d[n].msg, 0) == 1; n++)
+			room = c->take(ctx, d, n);
 		c->apply(s, ctx, d, n);
 		for (int i = 0; i < n; i++) {
 			sched_metrics_consumed(&d[i].msg.env.message.properties, d[i].r);
@@ -914,8 +887,7 @@ void *sched_results_thread(void *arg)
 			break;
 	}
 	if (started == all->k) {
-		const struct consumer results = {results_take, results_apply, results_enough,
-						 s->cfg->scheduler_results_linger_ms};
+		static const struct consumer results = {results_take, results_apply};
 
 		consume(s, s->cfg->amqp_results_queue, &results, all);
 	}
@@ -957,7 +929,7 @@ void *sched_commands_thread(void *arg)
 {
 	struct sched_ctx *s = arg;
 
-	static const struct consumer commands = {command_take, wake, NULL, 0};
+	static const struct consumer commands = {command_take, wake};
 
 	consume(s, s->cfg->amqp_commands_queue, &commands, NULL);
 	return NULL;

@@ -136,9 +136,6 @@ bool sched_sid_valid(const char *sid);
 /* Messages (call statuses counted one by one) a batch applies at most: a
  * consumer stops taking deliveries when one more might not fit. */
 #define SCHED_ITEMS_MAX (4 * SCHED_BATCH_MAX)
-/* Messages a batch of results has before it is applied without lingering
- * (scheduler.results_linger_ms) for more. */
-#define SCHED_LINGER_ITEMS 128
 /* Thread body: consumes dialer.results and applies them (arg: sched_ctx). */
 #define SCHED_RESULTS_CONSUMERS_MAX 16
 void *sched_results_thread(void *arg);

@@ -38,11 +38,6 @@ export DIALER_SCHEDULER_LEASE_S=${DIALER_SCHEDULER_LEASE_S:-3}
 # the longest a worker can take over one dial (request timeout and 429
 # resends), or a slow dial could be reconciled as never made.
 export DIALER_SCHEDULER_RECONCILE_AFTER_S=${DIALER_SCHEDULER_RECONCILE_AFTER_S:-12}
-# Small batches wait longer for more than the defaults (1 ms, 5 ms) let
-# them, so that the suites that check the batching see it whatever the
-# machine's load; results and callbacks are applied that much later.
-export DIALER_API_PUBLISH_LINGER_US=${DIALER_API_PUBLISH_LINGER_US:-20000}
-export DIALER_SCHEDULER_RESULTS_LINGER_MS=${DIALER_SCHEDULER_RESULTS_LINGER_MS:-20}
 # Audiences are copied 40 contacts a transaction, so every campaign of the
 # suites starts dialing mid-snapshot and crosses many chunk boundaries.
 export DIALER_SCHEDULER_SNAPSHOT_CHUNK=${DIALER_SCHEDULER_SNAPSHOT_CHUNK:-40}

@@ -6,13 +6,10 @@
  * from a durable queue of this test bound to dialer.jobs with key "result". */
 #include <amqp.h>
 #include <curl/curl.h>
-#include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "dl_form.h"
@@ -476,91 +473,11 @@ static void test_rejected_callbacks_publish_nothing(void **state)
 	msgs_free(m, n);
 }
 
-/* One callback of test_paced_callbacks_published_together, posted at its
- * moment. */
-struct paced {
-	pthread_t thread;
-	char attempt[80];
-	char form[1024];
-	struct timespec at; /* CLOCK_MONOTONIC */
-	long status;
-};
-
-static void *paced_post(void *arg)
-{
-	struct paced *p = arg;
-	char sig[DL_TWSIG_LEN];
-	struct it_resp *r;
-
-	sign(token, p->attempt, p->form, sig);
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &p->at, NULL) == EINTR)
-		;
-	r = post(p->attempt, FORM_CT, p->form, sig);
-	p->status = r->status;
-	it_resp_free(r);
-	return NULL;
-}
-
-/* Callbacks that come at a moderate pace, a millisecond apart, go to the
- * broker together rather than one message each: a small batch waits
- * api.publish_linger_us (20 ms in the suites) for more. Each is answered
- * once its batch is confirmed, and each status arrives. */
-static void test_paced_callbacks_published_together(void **state)
-{
-	enum { N = 16 };
-	static const char count_series[] = "dialer_amqp_batch_size_count{type=\"call.statuses\"}",
-			  sum_series[] = "dialer_amqp_batch_size_sum{type=\"call.statuses\"}";
-	struct paced p[N];
-	struct timespec t0;
-	struct msg m[2 * N];
-	long long batches = it_metric("DIALER_API_URL", count_series),
-		  members = it_metric("DIALER_API_URL", sum_series);
-	int n;
-
-	(void)state;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int i = 0; i < N; i++) {
-		char tag[16];
-		long ns = t0.tv_nsec + (100 + i) * 1000000L; /* threads up first, then one a ms */
-
-		snprintf(tag, sizeof(tag), "paced%d", i);
-		attempt_id(p[i].attempt, sizeof(p[i].attempt), tag);
-		form_of(p[i].form, sizeof(p[i].form), "ringing", 1, NULL);
-		p[i].at.tv_sec = t0.tv_sec + ns / 1000000000L;
-		p[i].at.tv_nsec = ns % 1000000000L;
-		p[i].status = 0;
-		assert_int_equal(pthread_create(&p[i].thread, NULL, paced_post, &p[i]), 0);
-	}
-	for (int i = 0; i < N; i++) {
-		pthread_join(p[i].thread, NULL);
-		if (p[i].status != 204)
-			fail_msg("callback %d answered %ld", i, p[i].status);
-	}
-	members = it_metric("DIALER_API_URL", sum_series) - members;
-	batches = it_metric("DIALER_API_URL", count_series) - batches;
-	/* off the test queue before anything is asserted: the next test reads it */
-	n = drain_until(p[N - 1].attempt, N, m, 2 * N, 10000);
-	for (int i = 0; i < N; i++) {
-		bool found = false;
-
-		for (int k = 0; k < n && !found; k++)
-			found = !strcmp(m[k].attempt, p[i].attempt);
-		if (!found)
-			fail_msg("no call.status message for %s", p[i].attempt);
-	}
-	msgs_free(m, n);
-	if (members != N || batches > 4)
-		fail_msg("%d callbacks a ms apart went to the broker as %lld messages holding %lld (want at most 4 "
-			 "holding %d)",
-			 N, batches, members, N);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_signed_callback_published),
 		cmocka_unit_test(test_rejected_callbacks_publish_nothing),
-		cmocka_unit_test(test_paced_callbacks_published_together),
 		/* last: it leaves messages of its own in the test queue */
 		cmocka_unit_test(test_callback_during_broker_outage),
 	};

@@ -3,12 +3,10 @@
  * and retries, pacing, the concurrency cap, pause/resume/cancel, the
  * do-not-call list, quota, scheduled starts, and that the carrier saw each
  * attempt exactly once. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "dl_util.h"
 #include "it_lib.h"
@@ -202,59 +200,6 @@ static long long job_results_applied(void)
 {
 	return it_metric("DIALER_SCHEDULER_HEALTH_URL",
 			 "dialer_scheduler_messages_consumed_total{type=\"job.results\",result=\"applied\"}");
-}
-
-/* Results that come at a moderate pace, each its own message a millisecond
- * after the last, are applied together, not one transaction each: a small
- * batch waits scheduler.results_linger_ms (20 ms in the suites) for more.
- * The statuses are of attempts that do not exist, so they change nothing;
- * the scheduler's batch sizes (its /metrics) say how they were applied. */
-static void test_paced_results_applied_together(void **state)
-{
-	enum { N = 16 };
-	static const char count_series[] = "dialer_scheduler_results_batch_size_count{of=\"batch\"}",
-			  sum_series[] = "dialer_scheduler_results_batch_size_sum{of=\"batch\"}";
-	amqp_connection_state_t mq = it_mq_open();
-	amqp_basic_properties_t props;
-	long long batches = it_metric("DIALER_SCHEDULER_HEALTH_URL", count_series),
-		  members = it_metric("DIALER_SCHEDULER_HEALTH_URL", sum_series), got = 0;
-	struct timespec t0;
-	int64_t deadline;
-
-	(void)state;
-	memset(&props, 0, sizeof(props));
-	props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
-	props.delivery_mode = 2;
-	props.type = amqp_cstring_bytes("call.status");
-	props.content_type = amqp_cstring_bytes("application/json");
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int i = 0; i < N; i++) {
-		char body[512];
-		long ns = t0.tv_nsec + (i + 1) * 1000000L;
-		struct timespec at = {t0.tv_sec + ns / 1000000000L, ns % 1000000000L};
-
-		snprintf(body, sizeof(body),
-			 "{\"type\":\"call.status\",\"messageId\":\"msg_itpaced%d_%d\",\"attemptId\":\"att_itpaced%d_%d\","
-			 "\"callSid\":\"CA0123456789abcdef0123456789abcdef\",\"callStatus\":\"ringing\","
-			 "\"sequenceNumber\":1,\"callDuration\":null,\"answeredBy\":null}",
-			 (int)getpid(), i, (int)getpid(), i);
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
-			;
-		assert_int_equal(amqp_basic_publish(mq, 1, amqp_cstring_bytes("dialer.jobs"), amqp_cstring_bytes("result"),
-						    1, 0, &props, amqp_cstring_bytes(body)),
-				 AMQP_STATUS_OK);
-	}
-	it_mq_close(mq);
-	/* until all of them are applied (other suites' stragglers may add to
-	 * the counts, never take from them) */
-	deadline = dl_mono_ms() + 10000;
-	while ((got = it_metric("DIALER_SCHEDULER_HEALTH_URL", sum_series) - members) < N && dl_mono_ms() < deadline)
-		dl_sleep_ms(20, NULL);
-	batches = it_metric("DIALER_SCHEDULER_HEALTH_URL", count_series) - batches;
-	if (got < N)
-		fail_msg("%lld of %d statuses applied within 10 s", got, N);
-	if (batches > 4)
-		fail_msg("%d statuses a ms apart were applied in %lld batches (want at most 4)", N, batches);
 }
 
 static void test_outcomes_and_retries(void **state)
@@ -821,7 +766,6 @@ static void test_empty_audience_completes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_paced_results_applied_together),
 		cmocka_unit_test(test_outcomes_and_retries), cmocka_unit_test(test_pacing),
 		cmocka_unit_test(test_concurrency_cap),      cmocka_unit_test(test_pause_resume_cancel),
 		cmocka_unit_test(test_dnc_skipped),          cmocka_unit_test(test_quota_pauses),
