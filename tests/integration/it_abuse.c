@@ -525,6 +525,18 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
+/* n bytes (caller frees) that begin a JSON object and never end it: '{'
+ * and spaces, the body of an oversized request. */
+static char *json_head_padded(size_t n)
+{
+	char *b = malloc(n);
+
+	assert_non_null(b);
+	memset(b, ' ', n);
+	b[0] = '{';
+	return b;
+}
+
 /* Sends all of buf on the non-blocking fd within timeout_ms; false when the
  * peer is gone or it took longer. */
 static bool tcp_send_all(int fd, const char *buf, size_t len, int timeout_ms)
@@ -578,10 +590,7 @@ static void test_oversized_chunked_answered_at_once(void **state)
 
 	(void)state;
 	it_org_new(&org, 100);
-	chunk = malloc(CHUNK);
-	assert_non_null(chunk);
-	memset(chunk, ' ', CHUNK);
-	chunk[0] = '{';
+	chunk = json_head_padded(CHUNK);
 	fd = tcp_open(NULL, main_port());
 	assert_true(fd >= 0);
 	snprintf(head, sizeof(head),
@@ -633,10 +642,7 @@ static void test_oversized_declared_sent(void **state)
 
 	(void)state;
 	it_org_new(&org, 100);
-	body = malloc(MAX_BODY + 1);
-	assert_non_null(body);
-	memset(body, ' ', MAX_BODY + 1);
-	body[0] = '{';
+	body = json_head_padded(MAX_BODY + 1);
 	fd = tcp_open(NULL, main_port());
 	assert_true(fd >= 0);
 	snprintf(head, sizeof(head),
