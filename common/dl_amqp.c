@@ -3,6 +3,7 @@
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +262,20 @@ int dl_amqp_publish(struct dl_amqp *mq, const char *exchange, const char *routin
 	return 0;
 }
 
+#define M_BATCH_SIZE "dialer_amqp_batch_size"
+static pthread_once_t batch_metric_once = PTHREAD_ONCE_INIT;
+
+/* Once per process, not at every publish. */
+static void batch_metric_register(void)
+{
+	static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128};
+
+	dl_metrics_register_histogram(M_BATCH_SIZE,
+				      "Members of each batch message sent (n 1: the member alone), by batch type: "
+				      "small batches cost the broker and the consumer more a member.",
+				      sizes, sizeof(sizes) / sizeof(sizes[0]));
+}
+
 int dl_amqp_publish_batch(struct dl_amqp *mq, const char *exchange, const char *routing_key,
 			  const char *batch_type, const char *key, const char *const *bodies, const size_t *lens,
 			  int n, const char *message_id, const char *type)
@@ -271,15 +286,11 @@ int dl_amqp_publish_batch(struct dl_amqp *mq, const char *exchange, const char *
 	int r;
 
 	{
-		static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128};
 		char labels[64];
 
-		dl_metrics_register_histogram("dialer_amqp_batch_size",
-					      "Members of each batch message sent (n 1: the member alone), by batch type: "
-					      "small batches cost the broker and the consumer more a member.",
-					      sizes, sizeof(sizes) / sizeof(sizes[0]));
+		pthread_once(&batch_metric_once, batch_metric_register);
 		snprintf(labels, sizeof(labels), "type=\"%s\"", batch_type);
-		dl_metrics_observe("dialer_amqp_batch_size", labels, n);
+		dl_metrics_observe(M_BATCH_SIZE, labels, n);
 	}
 	if (n == 1)
 		return dl_amqp_publish(mq, exchange, routing_key, message_id, type, bodies[0], lens[0]);
