@@ -56,7 +56,8 @@ static const char SQL_END[] = "SELECT result, campaign_id, organization_id, left
 			      " FROM dialer_end_call($1, $2, $3::int, $4::boolean, $5::int, $6::int)";
 static const char SQL_COUNT[] = "SELECT dialer_count_calls($1, $2, $3, $4, $5, $6)";
 static const char SQL_CHARGE[] = "SELECT dialer_charge_minutes($1, $2)";
-static const char SQL_RELEASE[] = "SELECT dialer_release_attempt($1)";
+/* A dial the carrier never saw: its call back to PENDING (migration 0018). */
+static const char SQL_RELEASE[] = "SELECT campaign_id, left_status FROM dialer_release_call($1)";
 
 /* What a batch changes in the rows its results share: per campaign, the
  * calls that left QUEUED and IN_PROGRESS and those now PENDING, COMPLETED
@@ -211,6 +212,32 @@ static int end_tally(struct tally *t, PGresult *r, const char *attempt, const ch
 	return 0;
 }
 
+/* Releases attempt (UNKNOWN, and the carrier has no call of it): its call
+ * goes back to PENDING, the counters' change added to t; 0 or -EIO. */
+static int release_attempt(PGconn *db, struct tally *t, const char *attempt)
+{
+	PGresult *r = dl_db_exec_prepared(db, SQL_RELEASE, 1, &attempt, NULL);
+	struct tally_row *c;
+	bool queued;
+
+	if (r == NULL)
+		return -EIO;
+	if (PQgetisnull(r, 0, 1)) {
+		PQclear(r);
+		return 0; /* not UNKNOWN, or its call had moved on */
+	}
+	c = tally_row(t->camp, &t->n_camp, PQgetvalue(r, 0, 0));
+	queued = !strcmp(PQgetvalue(r, 0, 1), "QUEUED");
+	PQclear(r);
+	if (c == NULL) {
+		dl_log_kv(DL_ERROR, "release not applied: campaign id too long", "attempt_id", attempt, NULL);
+		return -EIO;
+	}
+	c->v[queued ? LEFT_QUEUED : LEFT_IN_PROGRESS]++;
+	c->v[TO_PENDING]++;
+	return 0;
+}
+
 /* Ends attempt with outcome, its counters and minutes added to t; 0 or -EIO. */
 static int end_attempt(struct sched_ctx *s, PGconn *db, struct tally *t, const char *attempt, const char *outcome,
 		       long duration, long seq)
@@ -337,7 +364,7 @@ static int apply_msg(struct sched_ctx *s, PGconn *db, struct tally *t, const str
 			return 0;
 		if (!m->found)
 			/* The carrier never saw it: the dial did not happen. */
-			return run(db, false, SQL_RELEASE, 1, &attempt);
+			return release_attempt(db, t, attempt);
 		if (!sched_sid_valid(m->sid) || !m->has_status)
 			return -EINVAL;
 		if (run(db, false, SQL_ACCEPT, 2, p) < 0)

@@ -6,8 +6,9 @@
  * dials, a job delivered twice dialing once, jobs of paused and cancelled
  * campaigns released, a job past its dial deadline released, poison jobs
  * dead-lettered, reconcile, hang-up (of a live call and of one that had
- * ended), and
- * the worker's readiness and metrics. */
+ * ended), a reconcile that found no call releasing its attempt (and the
+ * release leaving the campaign's row to the fence), and the worker's
+ * readiness and metrics. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <curl/curl.h>
@@ -219,7 +220,8 @@ static const char *field(json_t *m, const char *key)
 }
 
 /* Publishes body to dialer.jobs with routing key "dial", persistent, with confirms. */
-static void publish_job(const char *body, const char *mid, const char *type)
+/* Publishes body to dialer.jobs with routing key key, confirmed. */
+static void publish_to(const char *key, const char *body, const char *mid, const char *type)
 {
 	amqp_connection_state_t c = mq_open();
 	amqp_basic_properties_t props;
@@ -236,7 +238,7 @@ static void publish_job(const char *body, const char *mid, const char *type)
 		props._flags |= AMQP_BASIC_TYPE_FLAG;
 		props.type = amqp_cstring_bytes(type);
 	}
-	assert_int_equal(amqp_basic_publish(c, 1, amqp_cstring_bytes("dialer.jobs"), amqp_cstring_bytes("dial"), 1,
+	assert_int_equal(amqp_basic_publish(c, 1, amqp_cstring_bytes("dialer.jobs"), amqp_cstring_bytes(key), 1,
 					    0, &props, amqp_cstring_bytes(body)),
 			 AMQP_STATUS_OK);
 	/* The broker's ack: the job is queued. */
@@ -244,6 +246,11 @@ static void publish_job(const char *body, const char *mid, const char *type)
 	assert_int_equal(f.frame_type, AMQP_FRAME_METHOD);
 	assert_int_equal(f.payload.method.id, AMQP_BASIC_ACK_METHOD);
 	mq_close(c);
+}
+
+static void publish_job(const char *body, const char *mid, const char *type)
+{
+	publish_to("dial", body, mid, type);
 }
 
 /* One attempt in the database, as the scheduler leaves it after dispatch. */
@@ -770,6 +777,139 @@ static void test_expired_job_not_dialed(void **state)
 	fx_free(&f);
 }
 
+/* f's attempt as the reconcile sweep leaves a dial nobody reported on: the
+ * attempt UNKNOWN, its call IN_PROGRESS and counted so. Its next reconcile
+ * is an hour away, so the sweep does not ask the carrier about it. */
+static void fx_unknown(struct fx *f)
+{
+	const char *p[] = {f->att};
+
+	exec_params("UPDATE call_attempts SET status = 'UNKNOWN', dialed_at = now(),"
+		    " reconcile_at = now() + interval '1 hour'"
+		    " WHERE id = $1",
+		    1, p);
+	exec_params("UPDATE calls SET status = 'IN_PROGRESS' WHERE id = (SELECT call_id FROM call_attempts"
+		    " WHERE id = $1)",
+		    1, p);
+	exec_params("UPDATE campaigns SET queued = 0, in_progress = 1 WHERE id = (SELECT campaign_id"
+		    " FROM call_attempts WHERE id = $1)",
+		    1, p);
+}
+
+struct db_wait {
+	const char *sql;
+	const char *param;
+	const char *want;
+};
+
+static int db_is(void *arg)
+{
+	struct db_wait *w = arg;
+
+	return !strcmp(db_str(w->sql, w->param), w->want);
+}
+
+static void wait_db(const char *sql, const char *param, const char *want)
+{
+	struct db_wait w = {sql, param, want};
+
+	if (!it_poll(db_is, &w, RESULT_WAIT_MS))
+		fail_msg("%s ($1 = %s) gave %s, not %s", sql, param, db_str(sql, param), want);
+}
+
+/* A reconcile that finds no call releases the attempt: the call goes back
+ * to PENDING, its attempt does not count, and the campaign's counters say
+ * so. */
+static void test_reconcile_not_found_releases(void **state)
+{
+	char mid[64], *text;
+	struct fx f;
+	json_t *res;
+
+	(void)state;
+	/* paused, so that the scheduler leaves the released call PENDING */
+	fx_new(&f, "PAUSED", "5");
+	fx_unknown(&f);
+	snprintf(mid, sizeof(mid), "msg_recres_%s", f.att);
+	res = json_pack("{s:s, s:s, s:s, s:b}", "type", "reconcile.result", "messageId", mid, "attemptId", f.att,
+			"found", 0);
+	text = json_dumps(res, JSON_COMPACT);
+	publish_to("result", text, mid, "reconcile.result");
+	free(text);
+	json_decref(res);
+	wait_db("SELECT status || '/' || coalesce(outcome, '') FROM call_attempts WHERE id = $1", f.att,
+		"ENDED/released");
+	assert_string_equal(db_str("SELECT status || '/' || attempts FROM calls WHERE id = $1", f.call_id),
+			    "PENDING/0");
+	wait_db("SELECT pending || '/' || queued || '/' || in_progress FROM campaigns WHERE id = $1", f.camp,
+		"1/0/0");
+	fx_free(&f);
+}
+
+/* Releasing an attempt (what the scheduler does with a reconcile that found
+ * no call) takes no lock on the campaign's row before the caller writes
+ * the counters at its commit: a worker's fence of another attempt of the
+ * campaign goes through meanwhile. (The release used to lock the row at
+ * once; with the fence holding attempts the scheduler's batch needed next,
+ * the two deadlocked under load.) */
+static void test_release_leaves_campaign_row_free(void **state)
+{
+	struct fx f;
+	char other[56], call2[24];
+	PGconn *lane = PQconnectdb(it_env("DIALER_DB_URL"));
+	PGresult *r;
+
+	(void)state;
+	assert_int_equal(PQstatus(lane), CONNECTION_OK);
+	fx_new(&f, "IN_PROGRESS", "5");
+	fx_unknown(&f);
+	/* a second call of the campaign, queued to be dialed */
+	snprintf(other, sizeof(other), "%s_2", f.att);
+	exec_params("UPDATE campaigns SET total = 2, queued = 1, next_dial_at = now() + interval '1 hour'"
+		    " WHERE id = $1",
+		    1, (const char *const[]){f.camp});
+	r = PQexecParams(it_db(),
+			 "INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts, attempt_seq)"
+			 " VALUES ($1, 'ct_it2', $2, 'QUEUED', 1, 1) RETURNING id",
+			 2, NULL, (const char *const[]){f.camp, f.phone}, NULL, NULL, 0);
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	snprintf(call2, sizeof(call2), "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	exec_params("INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
+		    " VALUES ($1, $2, $3, 1, $4)",
+		    4, (const char *const[]){other, call2, f.camp, f.phone});
+
+	/* The scheduler's transaction releases the first attempt... */
+	r = PQexec(lane, "BEGIN");
+	PQclear(r);
+	r = PQexecParams(lane, "SELECT campaign_id, left_status FROM dialer_release_call($1)", 1, NULL,
+			 (const char *const[]){f.att}, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		fail_msg("release: %s", PQresultErrorMessage(r));
+	assert_string_equal(PQgetvalue(r, 0, 0), f.camp);
+	assert_string_equal(PQgetvalue(r, 0, 1), "IN_PROGRESS");
+	PQclear(r);
+	/* ...and, while it is open, a worker fences the second one. */
+	r = PQexec(it_db(), "SET lock_timeout = '5s'");
+	PQclear(r);
+	r = PQexecParams(it_db(), "SELECT verdict FROM dialer_fence_attempts(ARRAY[$1], 'it-worker')", 1, NULL,
+			 (const char *const[]){other}, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		fail_msg("the fence waited for the releasing transaction: %s", PQresultErrorMessage(r));
+	assert_string_equal(PQgetvalue(r, 0, 0), "dial");
+	PQclear(r);
+	r = PQexec(it_db(), "RESET lock_timeout");
+	PQclear(r);
+	r = PQexec(lane, "COMMIT");
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	PQfinish(lane);
+	assert_string_equal(db_str("SELECT status || '/' || attempts FROM calls WHERE id = $1", f.call_id),
+			    "PENDING/0");
+	assert_string_equal(db_str("SELECT status FROM calls WHERE id = $1", call2), "IN_PROGRESS");
+	fx_free(&f);
+}
+
 static void test_ready_and_metrics(void **state)
 {
 	char url[512], *body;
@@ -802,6 +942,8 @@ int main(void)
 		cmocka_unit_test(test_hangup),
 		cmocka_unit_test(test_hangup_of_ended_call),
 		cmocka_unit_test(test_expired_job_not_dialed),
+		cmocka_unit_test(test_reconcile_not_found_releases),
+		cmocka_unit_test(test_release_leaves_campaign_row_free),
 		cmocka_unit_test(test_ready_and_metrics),
 	};
 
