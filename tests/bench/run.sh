@@ -235,6 +235,12 @@ batch_sums() {
 	done
 	echo
 }
+# The API's time answering status callbacks: "SUM_SECONDS COUNT" of its histogram.
+callback_latency() {
+	curl -s "$API/metrics" | awk -v s='dialer_http_request_duration_seconds_sum{route="/v1/carrier/status"}' \
+		-v c='dialer_http_request_duration_seconds_count{route="/v1/carrier/status"}' \
+		'$1 == s { sum = $2 } $1 == c { n = $2 } END { printf "%f %d\n", sum, n }'
+}
 # batch_report LABEL "BEFORE" "AFTER": members per batch over the interval
 batch_report() {
 	read -r -a b <<<"$2"
@@ -559,22 +565,27 @@ phase_e2e() {
 	cpu0=$(cpu_snapshot)
 	t0=$(now_ms)
 	campaigns_do start "${ids[@]}" >/dev/null
-	local deadline=$((t0 + cap_s * 1000)) last_print=$t0 last_sample=0 max_jobs=0 max_results=0
+	local deadline=$((t0 + cap_s * 1000)) last_print=$t0 last_sample=0 max_jobs=0 max_results=0 samples=() cbl0
+	cbl0=$(callback_latency)
 	while :; do
 		# once a second: each psql is a connection, and the machine is the
 		# one under test (the end is read from completed_at, not from here)
-		st=$(psqlq -c "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), sum(completed), sum(failed) FROM campaigns WHERE id IN ($idlist)")
+		st=$(psqlq -c "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), sum(completed), sum(failed), sum(queued + in_progress) FROM campaigns WHERE id IN ($idlist)")
 		done_n=${st%%|*}
 		if (($(now_ms) > last_sample + 2000)); then
-			# where the work waits: the jobs queue (workers), the results queue (the scheduler's consumer)
-			local qj qr
+			# where the work waits: the jobs queue (workers), the results
+			# queue (the scheduler's consumer), the carrier's callbacks not
+			# yet delivered (the simulator), out of the calls live
+			local qj qr cb
 			qj=$("$MQ" count "$DIALER_AMQP_URL" dialer.dial-jobs)
 			qr=$("$MQ" count "$DIALER_AMQP_URL" dialer.results)
+			cb=$(curl -s "$DIALER_SIM_URL/_sim/stats" | jq '.callbacks.pending // 0')
 			((qj > max_jobs)) && max_jobs=$qj
 			((qr > max_results)) && max_results=$qr
+			samples+=("${st##*|} $qj $qr $cb")
 			last_sample=$(now_ms)
 			if ((last_sample > last_print + 10000)); then
-				info "e2e: after $(((last_sample - t0) / 1000)) s: campaigns done|calls completed|failed $st; queued jobs $qj, queued results $qr"
+				info "e2e: after $(((last_sample - t0) / 1000)) s: campaigns done|calls completed|failed|live $st; queued jobs $qj, queued results $qr"
 				last_print=$last_sample
 			fi
 		fi
@@ -600,6 +611,12 @@ phase_e2e() {
 	cpu_report e2e "$cpu0" "$cpu1" "$secs"
 	batch_report e2e "$bat0" "$(batch_sums)"
 	info "e2e: most messages waiting, sampled every 2 s: dial jobs $max_jobs, results and call events $max_results"
+	printf '%s\n' "${samples[@]}" | awk -v n="${#samples[@]}" '{ l += $1; j += $2; r += $3; c += $4 }
+		END { if (n) printf "bench: # e2e: on average, sampled every 2 s: %d calls live, %d dial jobs queued, %d result and call-status messages queued, %d status callbacks the simulator has not delivered yet\n", l / n, j / n, r / n, c / n }'
+	read -r -a cbl1 <<<"$(callback_latency)"
+	read -r -a cbl0 <<<"$cbl0"
+	local ncb=$((cbl1[1] - cbl0[1]))
+	info "e2e: the API answered $ncb status callbacks in $(awk "BEGIN { printf \"%.2f\", (${cbl1[0]} - ${cbl0[0]}) * 1000 / ($ncb > 0 ? $ncb : 1) }") ms on average"
 	local ok=1 note
 	((done_n >= n && answered == total)) || ok=0
 	if ((done_n < n)); then
