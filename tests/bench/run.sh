@@ -611,8 +611,8 @@ phase_e2e() {
 	cpu_report e2e "$cpu0" "$cpu1" "$secs"
 	batch_report e2e "$bat0" "$(batch_sums)"
 	info "e2e: most messages waiting, sampled every 2 s: dial jobs $max_jobs, results and call events $max_results"
-	printf '%s\n' "${samples[@]}" | awk -v n="${#samples[@]}" '{ l += $1; j += $2; r += $3; c += $4 }
-		END { if (n) printf "bench: # e2e: on average, sampled every 2 s: %d calls live, %d dial jobs queued, %d result and call-status messages queued, %d status callbacks the simulator has not delivered yet\n", l / n, j / n, r / n, c / n }'
+	((${#samples[@]} > 0)) && info "e2e: on average, sampled every 2 s: $(printf '%s\n' "${samples[@]}" |
+		awk '{ l += $1; j += $2; r += $3; c += $4 } END { printf "%d calls live, %d dial jobs queued, %d result and call-status messages queued, %d status callbacks the simulator has not delivered yet", l / NR, j / NR, r / NR, c / NR }')"
 	read -r -a cbl1 <<<"$(callback_latency)"
 	read -r -a cbl0 <<<"$cbl0"
 	local ncb=$((cbl1[1] - cbl0[1]))
