@@ -121,7 +121,7 @@ static int dispatch_one(struct sched_ctx *s, PGconn *db, PGresult *camps, int ro
 				    late_s,
 				    hangup_ms};
 
-		r = dl_db_exec_prepared(db, SQL_CLAIM, 13, p, NULL);
+		r = dl_db_exec(db, SQL_CLAIM, 13, p, NULL);
 	}
 	if (r == NULL)
 		return -EIO;
