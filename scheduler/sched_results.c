@@ -179,6 +179,19 @@ static void end_args(struct sched_ctx *s, struct end_args *a, const char *attemp
 	a->p[5] = a->seq;
 }
 
+/* Counts in t a call of campaign that left left_status ("QUEUED" or
+ * "IN_PROGRESS") for to (TO_*); its row, or NULL when the id does not fit. */
+static struct tally_row *tally_call(struct tally *t, const char *campaign, const char *left_status, int to)
+{
+	struct tally_row *c = tally_row(t->camp, &t->n_camp, campaign);
+
+	if (c != NULL) {
+		c->v[!strcmp(left_status, "QUEUED") ? LEFT_QUEUED : LEFT_IN_PROGRESS]++;
+		c->v[to]++;
+	}
+	return c;
+}
+
 /* What SQL_END did (r, which it clears) added to t; 0 or -EIO. */
 static int end_tally(struct tally *t, PGresult *r, const char *attempt, const char *outcome)
 {
@@ -193,7 +206,8 @@ static int end_tally(struct tally *t, PGresult *r, const char *attempt, const ch
 		PQclear(r);
 		return 0; /* ended already, or its call had moved on */
 	}
-	c = tally_row(t->camp, &t->n_camp, PQgetvalue(r, 0, 1));
+	c = tally_call(t, PQgetvalue(r, 0, 1), left,
+		       !strcmp(result, "retry") ? TO_PENDING : !strcmp(result, "COMPLETED") ? TO_COMPLETED : TO_FAILED);
 	if (minutes > 0)
 		o = tally_row(t->org, &t->n_org, PQgetvalue(r, 0, 2));
 	if (c == NULL || (minutes > 0 && o == NULL)) {
@@ -202,8 +216,6 @@ static int end_tally(struct tally *t, PGresult *r, const char *attempt, const ch
 			  NULL);
 		return -EIO;
 	}
-	c->v[!strcmp(left, "QUEUED") ? LEFT_QUEUED : LEFT_IN_PROGRESS]++;
-	c->v[!strcmp(result, "retry") ? TO_PENDING : !strcmp(result, "COMPLETED") ? TO_COMPLETED : TO_FAILED]++;
 	if (o != NULL)
 		o->v[0] += minutes;
 	if (t->n_ended < SCHED_ITEMS_MAX)
@@ -218,7 +230,6 @@ static int release_attempt(PGconn *db, struct tally *t, const char *attempt)
 {
 	PGresult *r = dl_db_exec_prepared(db, SQL_RELEASE, 1, &attempt, NULL);
 	struct tally_row *c;
-	bool queued;
 
 	if (r == NULL)
 		return -EIO;
@@ -226,15 +237,12 @@ static int release_attempt(PGconn *db, struct tally *t, const char *attempt)
 		PQclear(r);
 		return 0; /* not UNKNOWN, or its call had moved on */
 	}
-	c = tally_row(t->camp, &t->n_camp, PQgetvalue(r, 0, 0));
-	queued = !strcmp(PQgetvalue(r, 0, 1), "QUEUED");
+	c = tally_call(t, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), TO_PENDING);
 	PQclear(r);
 	if (c == NULL) {
 		dl_log_kv(DL_ERROR, "release not applied: campaign id too long", "attempt_id", attempt, NULL);
 		return -EIO;
 	}
-	c->v[queued ? LEFT_QUEUED : LEFT_IN_PROGRESS]++;
-	c->v[TO_PENDING]++;
 	return 0;
 }
 

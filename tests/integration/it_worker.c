@@ -219,8 +219,7 @@ static const char *field(json_t *m, const char *key)
 	return v;
 }
 
-/* Publishes body to dialer.jobs with routing key "dial", persistent, with confirms. */
-/* Publishes body to dialer.jobs with routing key key, confirmed. */
+/* Publishes body to dialer.jobs with routing key key, persistent, with confirms. */
 static void publish_to(const char *key, const char *body, const char *mid, const char *type)
 {
 	amqp_connection_state_t c = mq_open();
@@ -248,6 +247,7 @@ static void publish_to(const char *key, const char *body, const char *mid, const
 	mq_close(c);
 }
 
+/* A job, as the scheduler's outbox relay publishes it. */
 static void publish_job(const char *body, const char *mid, const char *type)
 {
 	publish_to("dial", body, mid, type);
@@ -283,13 +283,31 @@ static const char *db_str(const char *sql, const char *param)
 	return buf;
 }
 
+/* A QUEUED call of f's campaign, for contact, to f's number, with its
+ * QUEUED attempt att; its id goes to call_id. */
+static void fx_queue_call(struct fx *f, const char *contact, const char *att, char call_id[24])
+{
+	const char *p[] = {f->camp, contact, f->phone};
+	PGresult *r = PQexecParams(it_db(),
+				   "INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts,"
+				   " attempt_seq) VALUES ($1, $2, $3, 'QUEUED', 1, 1) RETURNING id",
+				   3, NULL, p, NULL, NULL, 0);
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		fail_msg("insert call: %s", PQresultErrorMessage(r));
+	snprintf(call_id, 24, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	exec_params("INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
+		    " VALUES ($1, $2, $3, 1, $4)",
+		    4, (const char *const[]){att, call_id, f->camp, f->phone});
+}
+
 /* A campaign of status with one QUEUED call to a fresh number ending in
  * digits, its QUEUED attempt, and the dial job the scheduler would send. */
 static void fx_new(struct fx *f, const char *status, const char *digits)
 {
 	char tag[32], cb[512], mid[64];
 	size_t n;
-	PGresult *r;
 
 	memset(f, 0, sizeof(*f));
 	snprintf(tag, sizeof(tag), "itw%d%08lx", (int)getpid() % 100000, (unsigned long)random());
@@ -327,25 +345,7 @@ static void fx_new(struct fx *f, const char *status, const char *digits)
 			    " VALUES ($1, $2, 'it worker', $3, $4, $5, now(), true, 1, 1)",
 			    5, p);
 	}
-	{
-		const char *p[] = {f->camp, f->phone};
-
-		r = PQexecParams(it_db(),
-				 "INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts, attempt_seq)"
-				 " VALUES ($1, 'ct_it', $2, 'QUEUED', 1, 1) RETURNING id",
-				 2, NULL, p, NULL, NULL, 0);
-		if (PQresultStatus(r) != PGRES_TUPLES_OK)
-			fail_msg("insert call: %s", PQresultErrorMessage(r));
-		snprintf(f->call_id, sizeof(f->call_id), "%s", PQgetvalue(r, 0, 0));
-		PQclear(r);
-	}
-	{
-		const char *p[] = {f->att, f->call_id, f->camp, f->phone};
-
-		exec_params("INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
-			    " VALUES ($1, $2, $3, 1, $4)",
-			    4, p);
-	}
+	fx_queue_call(f, "ct_it", f->att, f->call_id);
 	snprintf(cb, sizeof(cb), "%s/v1/carrier/status?attemptId=%s", it_env("DIALER_API_URL"), f->att);
 	snprintf(mid, sizeof(mid), "msg_%s", f->att);
 	f->job = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i}", "type", "dial",
@@ -868,16 +868,7 @@ static void test_release_leaves_campaign_row_free(void **state)
 	exec_params("UPDATE campaigns SET total = 2, queued = 1, next_dial_at = now() + interval '1 hour'"
 		    " WHERE id = $1",
 		    1, (const char *const[]){f.camp});
-	r = PQexecParams(it_db(),
-			 "INSERT INTO calls (campaign_id, contact_id, phone_number, status, attempts, attempt_seq)"
-			 " VALUES ($1, 'ct_it2', $2, 'QUEUED', 1, 1) RETURNING id",
-			 2, NULL, (const char *const[]){f.camp, f.phone}, NULL, NULL, 0);
-	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-	snprintf(call2, sizeof(call2), "%s", PQgetvalue(r, 0, 0));
-	PQclear(r);
-	exec_params("INSERT INTO call_attempts (id, call_id, campaign_id, attempt_no, to_number)"
-		    " VALUES ($1, $2, $3, 1, $4)",
-		    4, (const char *const[]){other, call2, f.camp, f.phone});
+	fx_queue_call(&f, "ct_it2", other, call2);
 
 	/* The scheduler's transaction releases the first attempt... */
 	r = PQexec(lane, "BEGIN");
