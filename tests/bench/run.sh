@@ -617,6 +617,12 @@ phase_e2e() {
 	read -r -a cbl0 <<<"$cbl0"
 	local ncb=$((cbl1[1] - cbl0[1]))
 	info "e2e: the API answered $ncb status callbacks in $(awk "BEGIN { printf \"%.2f\", (${cbl1[0]} - ${cbl0[0]}) * 1000 / ($ncb > 0 ? $ncb : 1) }") ms on average"
+	# the simulator's side of the same callbacks: queued there before the
+	# first try, then the try in curl, of which the API's answer
+	jq -r --argjson a "$sim0" '.callbacks.timing as $b | $a.callbacks.timing as $a |
+		($b.delivered - $a.delivered) as $n | if $n > 0 then
+		"e2e: the simulator delivered \($n) status callbacks: queued there \((($b.queuedUs - $a.queuedUs) / $n / 1000 * 100 | round) / 100) ms, then in curl \((($b.sendUs - $a.sendUs) / $n / 1000 * 100 | round) / 100) ms, of which request sent to answer \((($b.answerUs - $a.answerUs) / $n / 1000 * 100 | round) / 100) ms, on average"
+		else empty end' <<<"$sim1" | while read -r l; do info "$l"; done
 	local ok=1 note
 	((done_n >= n && answered == total)) || ok=0
 	if ((done_n < n)); then

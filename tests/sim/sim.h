@@ -179,6 +179,13 @@ void sim_cb_stop(struct sim *s);
 void sim_cb_post(struct sim *s, struct sim_event *ev);
 /* Deliveries queued or in flight. */
 uint64_t sim_cb_pending(struct sim *s);
+/* Where delivered callbacks spent their time, summed in µs: queued here
+ * before the first try, the last try in curl, and the receiver's part of
+ * it (request sent to the answer's first byte). */
+struct sim_cb_timing {
+	uint64_t delivered, queued_us, send_us, answer_us;
+};
+void sim_cb_timing(struct sim *s, struct sim_cb_timing *out);
 
 /* sim_http.c */
 /* The listener's handler: the Calls API, /_sim/calls, /_sim/stats, health and metrics. */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dl_form.h"
 #include "dl_log.h"
@@ -33,6 +34,8 @@ struct delivery {
 	uint32_t idx;
 	int attempts;
 	int64_t due; /* monotonic ms of the next try */
+	int64_t posted_us; /* monotonic µs it was queued */
+	int64_t queued_us; /* µs from queued to its first try */
 };
 
 struct fifo {
@@ -48,7 +51,19 @@ struct sim_cb {
 	bool started;
 	atomic_int stop;
 	atomic_uint_fast64_t pending; /* incoming + ready + retrying + in flight */
+	/* Delivered callbacks, with their time waiting here before the first
+	 * try, their last try's time in curl, and the receiver's part of that
+	 * (request written to answer's first byte), summed in µs. */
+	atomic_uint_fast64_t timed, queued_us, send_us, answer_us;
 };
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static void fifo_push(struct fifo *q, struct delivery *d)
 {
@@ -168,6 +183,7 @@ void sim_cb_post(struct sim *s, struct sim_event *ev)
 	    curl_slist_append(d->hdrs, "Content-Type: application/x-www-form-urlencoded") == NULL ||
 	    curl_slist_append(d->hdrs, "Expect:") == NULL)
 		goto fail;
+	d->posted_us = mono_us();
 	atomic_fetch_add(&cb->pending, 1);
 	pthread_mutex_lock(&cb->lock);
 	fifo_push(&cb->incoming, d);
@@ -184,6 +200,17 @@ fail:
 uint64_t sim_cb_pending(struct sim *s)
 {
 	return s->cb ? atomic_load(&s->cb->pending) : 0;
+}
+
+void sim_cb_timing(struct sim *s, struct sim_cb_timing *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (s->cb == NULL)
+		return;
+	out->delivered = atomic_load(&s->cb->timed);
+	out->queued_us = atomic_load(&s->cb->queued_us);
+	out->send_us = atomic_load(&s->cb->send_us);
+	out->answer_us = atomic_load(&s->cb->answer_us);
 }
 
 /* Hands d to the multi handle; false (and d dropped) when curl refuses. */
@@ -210,7 +237,8 @@ static bool start(struct sim *s, struct delivery *d)
 		curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 #endif
 	}
-	d->attempts++;
+	if (d->attempts++ == 0)
+		d->queued_us = mono_us() - d->posted_us;
 	if (curl_multi_add_handle(s->cb->multi, d->easy) != CURLM_OK) {
 		drop(s, d, "curl refused the request");
 		return false;
@@ -243,6 +271,15 @@ static void finished(struct sim *s, struct delivery *d, CURLcode res, struct fif
 	unfly(s->cb, d);
 	curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &code);
 	if (res == CURLE_OK && code >= 200 && code < 300) {
+		curl_off_t total = 0, pre = 0, first = 0;
+
+		curl_easy_getinfo(d->easy, CURLINFO_TOTAL_TIME_T, &total);
+		curl_easy_getinfo(d->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+		curl_easy_getinfo(d->easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
+		atomic_fetch_add(&s->cb->queued_us, (uint64_t)d->queued_us);
+		atomic_fetch_add(&s->cb->send_us, (uint64_t)total);
+		atomic_fetch_add(&s->cb->answer_us, (uint64_t)(first > pre ? first - pre : 0));
+		atomic_fetch_add(&s->cb->timed, 1);
 		atomic_fetch_add(&s->cb_delivered, 1);
 		sim_calls_delivered(s, d->idx);
 		atomic_fetch_sub(&s->cb->pending, 1);

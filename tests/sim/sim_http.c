@@ -529,21 +529,24 @@ static void sim_calls_dump(struct sim *s, struct dl_http_req *req, struct dl_htt
 static void sim_stats_json(struct sim *s, struct dl_http_resp *resp)
 {
 	struct sim_stats st;
+	struct sim_cb_timing tm;
 	json_t *by = json_object();
 	uint64_t live;
 
 	sim_calls_stats(s, &st);
+	sim_cb_timing(s, &tm);
 	live = st.by_status[SIM_QUEUED] + st.by_status[SIM_RINGING] + st.by_status[SIM_IN_PROGRESS];
 	for (int i = 0; i < SIM_NSTATUS; i++)
 		json_object_set_new(by, sim_status_name(i), json_integer((json_int_t)st.by_status[i]));
 	dl_http_json(resp, 200,
-		     json_pack("{s:I, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}}", "calls",
+		     json_pack("{s:I, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I}}, s:{s:I, s:I}}", "calls",
 			       (json_int_t)st.calls, "live", (json_int_t)live, "byStatus", by, "callbacks",
 			       "generated", (json_int_t)atomic_load(&s->cb_generated), "delivered",
 			       (json_int_t)atomic_load(&s->cb_delivered), "retried",
 			       (json_int_t)atomic_load(&s->cb_retried), "dropped",
 			       (json_int_t)atomic_load(&s->cb_dropped), "pending", (json_int_t)sim_cb_pending(s),
-			       "faults", "rateLimited", (json_int_t)atomic_load(&s->faults_429), "serverErrors",
+			       "timing", "delivered", (json_int_t)tm.delivered, "queuedUs", (json_int_t)tm.queued_us,
+			       "sendUs", (json_int_t)tm.send_us, "answerUs", (json_int_t)tm.answer_us, "faults", "rateLimited", (json_int_t)atomic_load(&s->faults_429), "serverErrors",
 			       (json_int_t)atomic_load(&s->faults_5xx)));
 }
 
