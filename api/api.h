@@ -70,9 +70,13 @@ struct api_call {
 	/* A campaign of org_id the handler wrote (or may have written): the
 	 * read cache drops it once the request's transaction is over. */
 	char changed_campaign[DL_ID_MAX];
+	bool deferred; /* set aside (dl_http_defer): its `then` answers and logs it */
 };
 
 typedef void (*api_handler)(struct api_call *c);
+
+/* The request's log line, with its answer's status. */
+void api_log_request(const struct api_call *c);
 
 /* The reads the read cache (api_cache.c) answers. */
 enum api_cache_route { API_CACHE_NONE = 0, API_CACHE_LIST, API_CACHE_GET, API_CACHE_PROGRESS };
@@ -260,6 +264,17 @@ void api_publisher_stop(struct api_publisher *p);
  * duplicate). */
 int api_publish(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
 		json_t *body) DL_WUR;
+/* The same for a request set aside (dl_http_defer): hands body over and
+ * returns, and the publisher wakes `later` once the message is settled.
+ * The request's `then` takes the outcome with api_publish_result (which
+ * frees *out), woken or not. 0, or -EBUSY or -ENOMEM (nothing handed
+ * over, *out NULL: the caller wakes `later` itself). */
+struct api_pub_msg;
+int api_publish_later(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
+		      json_t *body, struct dl_http_later *later, struct api_pub_msg **out) DL_WUR;
+/* What became of msg: 0 once confirmed; -ETIMEDOUT while still unconfirmed
+ * (given up: it may still arrive, as a duplicate), or -EIO. */
+int api_publish_result(struct api_publisher *p, struct api_pub_msg *msg) DL_WUR;
 
 /* Resource handlers, one file each. */
 void api_campaigns_list(struct api_call *c);

@@ -4,7 +4,10 @@
  * key. A verified callback becomes one call.status message, published and
  * confirmed before the answer (in the outbox while the broker is not
  * there); duplicates and reordering are the scheduler's to absorb (it is
- * idempotent by attempt and SequenceNumber). */
+ * idempotent by attempt and SequenceNumber). While the confirm is awaited
+ * the request is set aside (dl_http_defer), so its listener thread goes on
+ * with its other connections: a carrier keeps a few dozen connections open
+ * and each thread may hold several of them. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +137,52 @@ static bool fields_ok(const struct dl_form *f, int *seq, int *duration, char *er
 	return true;
 }
 
+/* Where a callback's message went: straight to the broker, or, without it,
+ * one INSERT in the outbox, committed on its own, which the relay
+ * publishes. Answers c->resp (204 once it is safe). */
+static void relay(struct api_call *c, int published, json_t *msg)
+{
+	if (published == 0) {
+		via("broker");
+	} else {
+		if (api_db(c) == NULL)
+			return;
+		if (api_outbox_add(c->db, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg) < 0) {
+			api_db_failed(c);
+			return;
+		}
+		via("outbox");
+	}
+	count("accepted");
+	dl_http_json(c->resp, 204, NULL);
+}
+
+/* A callback set aside while its message awaits the broker's confirm. */
+struct status_later {
+	json_t *msg;
+	struct api_pub_msg *m; /* NULL: never handed over */
+};
+
+/* Runs on the listener's thread once the confirm came or its time ran out. */
+static void status_then(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp, void *arg)
+{
+	struct status_later *sl = arg;
+	struct dl_http_resp gone = {0};
+	struct api_call c = {0};
+
+	c.api = ctx;
+	c.req = req;
+	/* No one to answer: the message is still kept. */
+	c.resp = resp ? resp : &gone;
+	c.resp->route = "/v1/carrier/status";
+	relay(&c, sl->m ? api_publish_result(c.api->pub, sl->m) : -EBUSY, sl->msg);
+	dl_db_pool_put(c.api->db, c.db);
+	api_log_request(&c);
+	free(gone.body);
+	json_decref(sl->msg);
+	free(sl);
+}
+
 void api_carrier_status(struct api_call *c)
 {
 	const char *attempt = dl_http_query(c->req, "attemptId");
@@ -195,25 +244,25 @@ void api_carrier_status(struct api_call *c)
 		dl_http_error(c->resp, 500, "out of memory");
 		goto out;
 	}
-	/* Straight to the broker; without it, one INSERT in the outbox,
-	 * committed on its own, which the relay publishes. */
-	if (api_publish(c->api->pub, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg) == 0) {
-		via("broker");
-	} else {
-		if (api_db(c) == NULL) {
-			json_decref(msg);
+	{
+		struct status_later *sl = calloc(1, sizeof(*sl));
+		struct dl_http_later *later = NULL;
+
+		if (sl != NULL)
+			later = dl_http_defer(c->req, c->api->cfg->api_publish_wait_ms, status_then, sl);
+		if (later != NULL) {
+			sl->msg = msg;
+			c->deferred = true;
+			if (api_publish_later(c->api->pub, c->api->cfg->amqp_jobs_exchange, "result", "call.status",
+					      msg, later, &sl->m) < 0)
+				dl_http_wake(later);
 			goto out;
 		}
-		if (api_outbox_add(c->db, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg) < 0) {
-			json_decref(msg);
-			api_db_failed(c);
-			goto out;
-		}
-		via("outbox");
+		free(sl);
 	}
+	/* The listener is stopping: the confirm is waited for here. */
+	relay(c, api_publish(c->api->pub, c->api->cfg->amqp_jobs_exchange, "result", "call.status", msg), msg);
 	json_decref(msg);
-	count("accepted");
-	dl_http_json(c->resp, 204, NULL);
 out:
 	free(url);
 	dl_form_free(&f);

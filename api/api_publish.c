@@ -20,8 +20,6 @@
 #include "dl_amqp.h"
 #include "dl_log.h"
 
-/* How long a request waits for its confirm before it uses the outbox. */
-#define PUB_WAIT_MS 2000
 /* Messages waiting at most; more go to the outbox at once. */
 #define PUB_QUEUE_MAX 4096
 
@@ -34,6 +32,7 @@ struct pub_msg {
 	bool taken;     /* the publisher holds it */
 	bool abandoned; /* its caller gave up: the publisher frees it */
 	pthread_cond_t done; /* signalled when rc is set: only its caller waits on it */
+	struct dl_http_later *later; /* or, for a request set aside, woken */
 	struct pub_msg *next;
 };
 
@@ -98,7 +97,7 @@ static int pub_send(struct dl_amqp *mq, struct pub_msg *batch, int64_t *retry_at
 	for (struct pub_msg *m = batch, *next; m != NULL; m = next)
 		if (pub_some(mq, m, &next) < 0)
 			return -EIO;
-	return dl_amqp_wait_confirms(mq, PUB_WAIT_MS);
+	return dl_amqp_wait_confirms(mq, mq->cfg->api_publish_wait_ms);
 }
 
 static void *pub_thread(void *arg)
@@ -145,7 +144,12 @@ static void *pub_thread(void *arg)
 				pub_free(m);
 			} else {
 				m->rc = rc < 0 ? -EIO : 0;
-				pthread_cond_signal(&m->done);
+				/* Under the lock: its request, once woken, settles
+				 * it (api_publish_result) only after this. */
+				if (m->later != NULL)
+					dl_http_wake(m->later);
+				else
+					pthread_cond_signal(&m->done);
 			}
 		}
 	}
@@ -187,16 +191,14 @@ void api_publisher_stop(struct api_publisher *p)
 	free(p);
 }
 
-int api_publish(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
-		json_t *body)
+/* A message for body (messageId and type added); NULL when out of memory. */
+static struct pub_msg *pub_new(const char *exchange, const char *routing_key, const char *type, json_t *body)
 {
 	struct pub_msg *m = calloc(1, sizeof(*m));
 	pthread_condattr_t ca;
-	struct timespec until;
-	int rc;
 
 	if (m == NULL)
-		return -ENOMEM;
+		return NULL;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&m->done, &ca);
@@ -207,35 +209,40 @@ int api_publish(struct api_publisher *p, const char *exchange, const char *routi
 	m->body = json_dumps(body, JSON_COMPACT);
 	if (m->body == NULL) {
 		pub_free(m);
-		return -ENOMEM;
+		return NULL;
 	}
 	m->len = strlen(m->body);
 	m->exchange = exchange;
 	m->routing_key = routing_key;
 	m->type = type;
 	m->rc = 1;
-	dl_timespec_in(CLOCK_MONOTONIC, PUB_WAIT_MS, &until);
-	pthread_mutex_lock(&p->mu);
-	/* Stopping, too many waiting, or the broker stuck on the batch before:
-	 * straight to the outbox. */
-	if (p->stop || p->queued >= PUB_QUEUE_MAX || (p->busy_since != 0 && dl_mono_ms() - p->busy_since > PUB_WAIT_MS)) {
-		pthread_mutex_unlock(&p->mu);
-		pub_free(m);
+	return m;
+}
+
+/* Hands m to the publisher; under p->mu. -EBUSY (m left to the caller)
+ * when stopping, too many wait, or the broker is stuck on the batch before:
+ * then it goes straight to the outbox. */
+static int pub_enqueue(struct api_publisher *p, struct pub_msg *m)
+{
+	if (p->stop || p->queued >= PUB_QUEUE_MAX || (p->busy_since != 0 && dl_mono_ms() - p->busy_since > p->cfg->api_publish_wait_ms))
 		return -EBUSY;
-	}
 	*p->tail = m;
 	p->tail = &m->next;
 	p->queued++;
 	pthread_cond_signal(&p->wake);
-	while (m->rc == 1 && pthread_cond_timedwait(&m->done, &p->mu, &until) != ETIMEDOUT)
-		;
-	rc = m->rc;
+	return 0;
+}
+
+/* m's outcome, m freed or, still unconfirmed, given up (-ETIMEDOUT: the
+ * publisher frees it); under p->mu. */
+static int pub_settle(struct api_publisher *p, struct pub_msg *m)
+{
+	int rc = m->rc;
+
 	if (rc != 1) {
-		pthread_mutex_unlock(&p->mu);
 		pub_free(m);
 		return rc;
 	}
-	/* No confirm in time: give it up (the caller uses the outbox). */
 	if (m->taken) {
 		m->abandoned = true;
 	} else {
@@ -249,6 +256,59 @@ int api_publish(struct api_publisher *p, const char *exchange, const char *routi
 		p->queued--;
 		pub_free(m);
 	}
-	pthread_mutex_unlock(&p->mu);
 	return -ETIMEDOUT;
+}
+
+int api_publish(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
+		json_t *body)
+{
+	struct pub_msg *m = pub_new(exchange, routing_key, type, body);
+	struct timespec until;
+	int rc;
+
+	if (m == NULL)
+		return -ENOMEM;
+	dl_timespec_in(CLOCK_MONOTONIC, p->cfg->api_publish_wait_ms, &until);
+	pthread_mutex_lock(&p->mu);
+	if (pub_enqueue(p, m) < 0) {
+		pthread_mutex_unlock(&p->mu);
+		pub_free(m);
+		return -EBUSY;
+	}
+	while (m->rc == 1 && pthread_cond_timedwait(&m->done, &p->mu, &until) != ETIMEDOUT)
+		;
+	/* No confirm in time: given up (the caller uses the outbox). */
+	rc = pub_settle(p, m);
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+int api_publish_later(struct api_publisher *p, const char *exchange, const char *routing_key, const char *type,
+		      json_t *body, struct dl_http_later *later, struct api_pub_msg **out)
+{
+	struct pub_msg *m = pub_new(exchange, routing_key, type, body);
+
+	*out = NULL;
+	if (m == NULL)
+		return -ENOMEM;
+	m->later = later;
+	pthread_mutex_lock(&p->mu);
+	if (pub_enqueue(p, m) < 0) {
+		pthread_mutex_unlock(&p->mu);
+		pub_free(m);
+		return -EBUSY;
+	}
+	pthread_mutex_unlock(&p->mu);
+	*out = (struct api_pub_msg *)m;
+	return 0;
+}
+
+int api_publish_result(struct api_publisher *p, struct api_pub_msg *msg)
+{
+	int rc;
+
+	pthread_mutex_lock(&p->mu);
+	rc = pub_settle(p, (struct pub_msg *)msg);
+	pthread_mutex_unlock(&p->mu);
+	return rc;
 }

@@ -220,6 +220,16 @@ failed:
 	api_db_failed(c);
 }
 
+void api_log_request(const struct api_call *c)
+{
+	char status[8];
+
+	snprintf(status, sizeof(status), "%d", c->resp->status);
+	dl_log_kv(c->resp->status >= 500 ? DL_WARN : DL_INFO, "request", "request_id", c->req->request_id, "method",
+		  c->req->method, "path", c->req->url, "status", status, "organization_id",
+		  c->org_id[0] ? c->org_id : NULL, NULL);
+}
+
 static void handle(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp)
 {
 	struct api_ctx *api = ctx;
@@ -292,14 +302,9 @@ out:
 	json_decref(c.body);
 	dl_db_pool_put(api->db, c.db);
 log:
-	{
-		char status[8];
-
-		snprintf(status, sizeof(status), "%d", resp->status);
-		dl_log_kv(resp->status >= 500 ? DL_WARN : DL_INFO, "request", "request_id", req->request_id,
-			  "method", req->method, "path", req->url, "status", status, "organization_id",
-			  c.org_id[0] ? c.org_id : NULL, NULL);
-	}
+	/* A request set aside is logged once answered. */
+	if (!c.deferred)
+		api_log_request(&c);
 }
 
 static int api_init(struct dl_service_ctx *svc)

@@ -59,6 +59,7 @@ static const struct opt opts[] = {
 	I("api", "import_threads", api_import_threads, 1, 1, 16),
 	I("api", "read_cache_entries", api_read_cache_entries, 4096, 0, 1000000),
 	I("api", "read_cache_max_age_ms", api_read_cache_max_age_ms, 5000, 10, 3600000),
+	I("api", "publish_wait_ms", api_publish_wait_ms, 2000, 100, 30000),
 	S("carrier", "base_url", carrier_base_url, "http://127.0.0.1:8090"),
 	S("carrier", "account_sid", carrier_account_sid, "ACdialerlocal00000000000000000000"),
 	SECRET("carrier", "auth_token", carrier_auth_token, "dialer-local-auth-token"),

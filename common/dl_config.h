@@ -50,6 +50,7 @@ struct dl_config {
 	int api_import_threads;
 	int api_read_cache_entries;    /* responses of campaign reads kept (0: no read cache) */
 	int api_read_cache_max_age_ms; /* a kept response is never served older than this */
+	int api_publish_wait_ms; /* a carrier callback waits this long for the broker, then uses the outbox */
 	/* carrier */
 	char *carrier_base_url;
 	char *carrier_account_sid;

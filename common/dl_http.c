@@ -23,6 +23,13 @@ struct watch {
 	MHD_socket fd;
 	int64_t deadline_ms; /* 0 while the request is handled and answered */
 	bool cut;
+	/* A request answered later (dl_http_defer): its connection is
+	 * suspended from `later` being set until woken, once, by dl_http_wake
+	 * or, at wake_at, by the watchdog. */
+	struct dl_httpd *d;
+	struct MHD_Connection *conn;
+	bool later, woken;
+	int64_t wake_at;
 };
 
 struct dl_httpd {
@@ -36,6 +43,8 @@ struct dl_httpd {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	struct watch *watched;
+	int deferred;  /* requests set aside whose `then` has not run */
+	bool no_defer; /* stopping: requests are answered at once */
 	bool stopping;
 	bool watchdog_started;
 	pthread_t watchdog;
@@ -48,6 +57,12 @@ struct upload {
 	bool too_large;
 	bool refused; /* a 413 went out while the body was still coming */
 	int64_t started_ms;
+	struct dl_httpd *d;
+	/* Set by dl_http_defer; run when the connection is resumed. */
+	dl_http_then then;
+	void *then_arg;
+	char request_id[DL_REQUEST_ID_MAX];
+	char ip[INET6_ADDRSTRLEN];
 };
 
 /* How long a connection that was refused mid-body may keep sending (read and
@@ -212,12 +227,18 @@ static void record(const struct dl_http_resp *resp, const char *method, int64_t 
 	dl_metrics_observe("dialer_http_request_duration_seconds", labels, secs);
 }
 
-/* The watch of conn (NULL when it has none); moves its deadline to
- * deadline_ms (0: none). */
-static void watch_set(struct dl_httpd *d, struct MHD_Connection *conn, int64_t deadline_ms)
+/* The watch of conn, or NULL when it has none. */
+static struct watch *watch_of(struct MHD_Connection *conn)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-	struct watch *w = ci ? ci->socket_context : NULL;
+
+	return ci ? ci->socket_context : NULL;
+}
+
+/* Moves the request deadline of conn to deadline_ms (0: none). */
+static void watch_set(struct dl_httpd *d, struct MHD_Connection *conn, int64_t deadline_ms)
+{
+	struct watch *w = watch_of(conn);
 
 	if (w == NULL)
 		return;
@@ -238,6 +259,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		if (ci == NULL || (w = calloc(1, sizeof(*w))) == NULL)
 			return; /* unwatched: the idle timeout still applies */
 		w->fd = ci->connect_fd;
+		w->d = d;
+		w->conn = conn;
 		w->deadline_ms = dl_mono_ms() + d->request_timeout_ms;
 		pthread_mutex_lock(&d->lock);
 		w->next = d->watched;
@@ -279,14 +302,29 @@ static void *watchdog_loop(void *arg)
 	while (!d->stopping) {
 		struct timespec ts;
 		int64_t now = dl_mono_ms();
-		int cut = 0;
+		int cut = 0, nwake = 0;
+		struct MHD_Connection *wake[64];
 
 		for (struct watch *w = d->watched; w != NULL; w = w->next) {
+			/* A request set aside past its time: back to its thread,
+			 * whose `then` finds the work unfinished. */
+			if (w->later && !w->woken && now >= w->wake_at && nwake < (int)DL_ARRAY_LEN(wake)) {
+				w->woken = true;
+				wake[nwake++] = w->conn;
+			}
 			if (w->cut || w->deadline_ms == 0 || now < w->deadline_ms)
 				continue;
 			shutdown(w->fd, SHUT_RDWR);
 			w->cut = true;
 			cut++;
+		}
+		if (nwake > 0) {
+			/* Suspended until resumed, and only this resumes them: the
+			 * connections stay while the lock is let go. */
+			pthread_mutex_unlock(&d->lock);
+			for (int i = 0; i < nwake; i++)
+				MHD_resume_connection(wake[i]);
+			pthread_mutex_lock(&d->lock);
 		}
 		if (cut > 0) {
 			char n[16];
@@ -296,11 +334,54 @@ static void *watchdog_loop(void *arg)
 			dl_log_kv(DL_INFO, "closed connections whose request was not in by its deadline", "connections",
 				  n, NULL);
 		}
-		dl_timespec_in(CLOCK_REALTIME, period_ms, &ts);
+		dl_timespec_in(CLOCK_REALTIME, nwake == DL_ARRAY_LEN(wake) ? 0 : period_ms, &ts);
 		pthread_cond_timedwait(&d->wake, &d->lock, &ts);
 	}
 	pthread_mutex_unlock(&d->lock);
 	return NULL;
+}
+
+struct dl_http_later *dl_http_defer(struct dl_http_req *req, int wait_ms, dl_http_then then, void *arg)
+{
+	struct upload *up = req->listener;
+	struct dl_httpd *d = up ? up->d : NULL;
+	struct watch *w = up ? watch_of(req->conn) : NULL;
+
+	if (w == NULL)
+		return NULL;
+	pthread_mutex_lock(&d->lock);
+	if (d->no_defer) {
+		pthread_mutex_unlock(&d->lock);
+		return NULL;
+	}
+	d->deferred++;
+	dl_metrics_set("dialer_http_requests_waiting", NULL, d->deferred);
+	pthread_mutex_unlock(&d->lock);
+	up->then = then;
+	up->then_arg = arg;
+	/* Suspended before anyone can wake it: resuming a connection that is
+	 * not suspended is undefined. */
+	MHD_suspend_connection(req->conn);
+	pthread_mutex_lock(&d->lock);
+	w->later = true;
+	w->woken = false;
+	w->wake_at = dl_mono_ms() + wait_ms;
+	pthread_mutex_unlock(&d->lock);
+	return (struct dl_http_later *)w;
+}
+
+void dl_http_wake(struct dl_http_later *later)
+{
+	struct watch *w = (struct watch *)later;
+	bool go;
+
+	pthread_mutex_lock(&w->d->lock);
+	go = w->later && !w->woken;
+	if (go)
+		w->woken = true;
+	pthread_mutex_unlock(&w->d->lock);
+	if (go)
+		MHD_resume_connection(w->conn);
 }
 
 /* Answers resp on conn's socket while the request body is still coming in,
@@ -369,6 +450,55 @@ static void refuse_mid_body(struct dl_httpd *d, struct MHD_Connection *conn, str
 	watch_set(d, conn, dl_mono_ms() + linger);
 }
 
+/* The request as a handler sees it; its id and the client's address are
+ * worked out once, so that a `then` sees the same. */
+static void req_of(struct dl_http_req *req, struct MHD_Connection *conn, struct upload *up, const char *method,
+		   const char *url)
+{
+	memset(req, 0, sizeof(*req));
+	if (up->request_id[0] == '\0') {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+		request_id_of(conn, up->request_id);
+		if (ci && ci->client_addr) {
+			const struct sockaddr *sa = ci->client_addr;
+
+			if (sa->sa_family == AF_INET)
+				inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, up->ip, sizeof(up->ip));
+			else if (sa->sa_family == AF_INET6)
+				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, up->ip,
+					  sizeof(up->ip));
+		}
+	}
+	snprintf(req->request_id, sizeof(req->request_id), "%s", up->request_id);
+	req->conn = conn;
+	req->method = method;
+	req->url = url;
+	req->client_ip = up->ip;
+	req->body = up->buf;
+	req->body_len = up->len;
+	req->listener = up;
+}
+
+/* Runs the `then` of a request set aside (resp NULL: no one to answer),
+ * once; the connection is no longer suspended. */
+static void run_then(struct dl_httpd *d, struct MHD_Connection *conn, struct upload *up, struct dl_http_req *req,
+		     struct dl_http_resp *resp)
+{
+	dl_http_then then = up->then;
+	struct watch *w = watch_of(conn);
+
+	up->then = NULL;
+	pthread_mutex_lock(&d->lock);
+	if (w != NULL)
+		w->later = w->woken = false;
+	d->deferred--;
+	dl_metrics_set("dialer_http_requests_waiting", NULL, d->deferred);
+	pthread_cond_broadcast(&d->wake);
+	pthread_mutex_unlock(&d->lock);
+	then(d->ctx, req, resp, up->then_arg);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload_data,
 				  size_t *upload_size, void **con_cls)
@@ -378,16 +508,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct dl_http_req req;
 	struct dl_http_resp resp;
 	const char *cl;
-	const union MHD_ConnectionInfo *ci;
-	char ip[INET6_ADDRSTRLEN] = "";
 	enum MHD_Result ret;
 
 	(void)version;
+	if (up != NULL && up->then != NULL) {
+		/* Resumed: the request set aside is answered now. */
+		req_of(&req, conn, up, method, url);
+		memset(&resp, 0, sizeof(resp));
+		run_then(d, conn, up, &req, &resp);
+		if (resp.status == 0)
+			dl_http_error(&resp, 500, "no response");
+		record(&resp, method, up->started_ms);
+		ret = send_resp(conn, &resp, req.request_id);
+		free(resp.body);
+		return ret;
+	}
 	if (up == NULL) {
 		up = calloc(1, sizeof(*up));
 		if (up == NULL)
 			return MHD_NO;
 		up->started_ms = dl_mono_ms();
+		up->d = d;
 		*con_cls = up;
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		/* Refuse a declared oversized body before reading a byte of it.
@@ -435,23 +576,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	/* The request is in: its deadline no longer runs while it is handled
 	 * and answered. */
 	watch_set(d, conn, 0);
-	memset(&req, 0, sizeof(req));
 	memset(&resp, 0, sizeof(resp));
-	request_id_of(conn, req.request_id);
-	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (ci && ci->client_addr) {
-		const struct sockaddr *sa = ci->client_addr;
-
-		if (sa->sa_family == AF_INET)
-			inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
-		else if (sa->sa_family == AF_INET6)
-			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
-	}
-	req.conn = conn;
-	req.method = method;
-	req.url = url;
-	req.client_ip = ip;
 	if (up->too_large) {
+		req_of(&req, conn, up, method, url);
 		resp.route = "other";
 		dl_http_error(&resp, 413, "request body is larger than %zu bytes", d->max_body);
 	} else {
@@ -460,9 +587,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (up->buf == NULL)
 			return MHD_NO;
 		up->buf[up->len] = '\0';
-		req.body = up->buf;
-		req.body_len = up->len;
+		req_of(&req, conn, up, method, url);
 		d->handler(d->ctx, &req, &resp);
+		if (up->then != NULL) {
+			/* Set aside (dl_http_defer): answered when resumed. */
+			free(resp.body);
+			return MHD_YES;
+		}
 		if (resp.status == 0)
 			dl_http_error(&resp, 500, "no response");
 	}
@@ -482,6 +613,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	/* A kept-alive connection has until this deadline to send its next
 	 * request (its idle timeout may close it sooner). */
 	watch_set(d, conn, dl_mono_ms() + d->request_timeout_ms);
+	if (up != NULL && up->then != NULL) {
+		/* Ended while set aside: its `then` still runs, to free. */
+		struct dl_http_req req;
+
+		req_of(&req, conn, up, "", "");
+		run_then(d, conn, up, &req, NULL);
+	}
 	if (up != NULL) {
 		free(up->buf);
 		free(up);
@@ -528,6 +666,10 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 	dl_metrics_register("dialer_http_request_timeouts_total", "counter",
 			    "Connections closed because their request was not complete by http.request_timeout_ms.");
 	dl_metrics_add("dialer_http_request_timeouts_total", "", 0); /* exported before the first */
+	dl_metrics_register("dialer_http_requests_waiting", "gauge",
+			    "Requests set aside while they wait for other work (a carrier callback for the broker's "
+			    "confirm), holding no listener thread.");
+	dl_metrics_set("dialer_http_requests_waiting", NULL, 0);
 	{
 		/* A pool only when asked for more than one thread: libmicrohttpd
 		 * warns about a pool of one. */
@@ -545,7 +687,9 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 			{MHD_OPTION_END, 0, NULL},
 		};
 
-		d->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO, 0,
+		d->mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
+						  MHD_ALLOW_SUSPEND_RESUME,
+					  0,
 					  NULL, NULL, on_request, d, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}
 	if (d->mhd == NULL) {
@@ -571,6 +715,12 @@ void dl_httpd_stop(struct dl_httpd *d)
 		return;
 	if (d->watchdog_started) {
 		pthread_mutex_lock(&d->lock);
+		/* New requests are answered at once; those set aside are woken
+		 * by their handlers' work or, at their time, by the watchdog,
+		 * and libmicrohttpd must not stop with one still suspended. */
+		d->no_defer = true;
+		while (d->deferred > 0)
+			pthread_cond_wait(&d->wake, &d->lock);
 		d->stopping = true;
 		pthread_cond_signal(&d->wake);
 		pthread_mutex_unlock(&d->lock);

@@ -22,6 +22,7 @@ struct dl_http_req {
 	size_t body_len;
 	char request_id[DL_REQUEST_ID_MAX];
 	const char *client_ip;
+	void *listener; /* the listener's state of the request */
 };
 
 struct dl_http_resp {
@@ -45,6 +46,21 @@ int dl_httpd_start(const struct dl_config *cfg, const char *listen, int port, in
 void dl_httpd_stop(struct dl_httpd *d);
 /* The bound port. */
 int dl_httpd_port(const struct dl_httpd *d);
+
+/* Answering later. A handler that waits for another thread (a broker's
+ * confirm, say) calls dl_http_defer and returns without an answer: the
+ * connection is set aside, and its listener thread serves its other
+ * connections meanwhile. dl_http_wake, from any thread and at most once,
+ * brings it back, and `then` runs on the listener's thread with the same
+ * request to write the answer. If nothing wakes it within wait_ms, the
+ * listener does (then finds its work unfinished). `then` runs exactly once;
+ * resp is NULL when there is no one left to answer. dl_http_defer returns
+ * NULL when the request cannot wait (the listener is stopping): the handler
+ * then answers at once. */
+struct dl_http_later;
+typedef void (*dl_http_then)(void *ctx, struct dl_http_req *req, struct dl_http_resp *resp, void *arg);
+struct dl_http_later *dl_http_defer(struct dl_http_req *req, int wait_ms, dl_http_then then, void *arg);
+void dl_http_wake(struct dl_http_later *later);
 
 /* Value of a query argument or header, or NULL. */
 const char *dl_http_query(struct dl_http_req *req, const char *key);

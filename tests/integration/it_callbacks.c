@@ -6,6 +6,8 @@
  * from a durable queue of this test bound to dialer.jobs with key "result". */
 #include <amqp.h>
 #include <curl/curl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,8 +147,11 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 /* POSTs form to the callback URL of attempt (raw, unescaped in the query)
- * with content type ctype and signature header sig (NULL: none). */
-static struct it_resp *post(const char *attempt, const char *ctype, const char *form, const char *sig)
+ * on the API at api_url, with content type ctype and signature header sig
+ * (NULL: none). A request that fails fails the test, unless err is given:
+ * then it is stored there (the answer's status is 0). */
+static struct it_resp *post_at(const char *api_url, const char *attempt, const char *ctype, const char *form,
+			       const char *sig, CURLcode *err)
 {
 	CURL *h = curl_easy_init();
 	struct it_resp *r = calloc(1, sizeof(*r));
@@ -156,7 +161,7 @@ static struct it_resp *post(const char *attempt, const char *ctype, const char *
 	CURLcode rc;
 
 	assert_non_null(h);
-	snprintf(url, sizeof(url), "%s/v1/carrier/status?attemptId=%s", it_env("DIALER_API_URL"), attempt);
+	snprintf(url, sizeof(url), "%s/v1/carrier/status?attemptId=%s", api_url, attempt);
 	snprintf(line, sizeof(line), "Content-Type: %s", ctype);
 	hdrs = curl_slist_append(hdrs, line);
 	if (sig != NULL) {
@@ -171,7 +176,9 @@ static struct it_resp *post(const char *attempt, const char *ctype, const char *
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &data);
 	rc = curl_easy_perform(h);
-	if (rc != CURLE_OK)
+	if (err != NULL)
+		*err = rc;
+	else if (rc != CURLE_OK)
 		fail_msg("POST %s failed: %s", url, curl_easy_strerror(rc));
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
 	r->body = data.p;
@@ -180,6 +187,11 @@ static struct it_resp *post(const char *attempt, const char *ctype, const char *
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
 	return r;
+}
+
+static struct it_resp *post(const char *attempt, const char *ctype, const char *form, const char *sig)
+{
+	return post_at(it_env("DIALER_API_URL"), attempt, ctype, form, sig, NULL);
 }
 
 /* The carrier's signature of form for attempt's callback URL, with key. */
@@ -473,11 +485,183 @@ static void test_rejected_callbacks_publish_nothing(void **state)
 	msgs_free(m, n);
 }
 
+/* ------------------------------------------- a callback awaiting its confirm */
+
+static pid_t waiting_pid;
+
+/* rabbitmqctl on the stack's broker; its output, or NULL when it failed. */
+static char *mq_ctl(const char *args)
+{
+	char cmd[1024], *out = NULL;
+	size_t cap = 0, len = 0;
+	FILE *f;
+	char chunk[512];
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "bash %s ctl %s %s 2>&1", it_env("DIALER_STACK"), it_env("STACK_RUNDIR"), args);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (len + n + 1 > cap) {
+			cap = (len + n + 1) * 2;
+			out = realloc(out, cap);
+			assert_non_null(out);
+		}
+		memcpy(out + len, chunk, n);
+		len += n;
+		out[len] = '\0';
+	}
+	if (pclose(f) != 0) {
+		free(out);
+		return NULL;
+	}
+	return out ? out : calloc(1, 1);
+}
+
+/* True while the broker's memory alarm blocks every publisher. */
+static int mq_blocked(void *arg)
+{
+	char *out = mq_ctl("eval 'rabbit_alarm:get_alarms().'");
+	int on = out != NULL && strstr(out, "memory") != NULL;
+
+	(void)arg;
+	free(out);
+	return on;
+}
+
+static int mq_unblocked(void *arg)
+{
+	return !mq_blocked(arg);
+}
+
+/* Lifts the memory alarm and stops the private API, pass or fail. */
+static int waiting_teardown(void **state)
+{
+	(void)state;
+	free(mq_ctl("set_vm_memory_high_watermark 0.4"));
+	if (waiting_pid > 0)
+		it_stop_pid(waiting_pid);
+	waiting_pid = 0;
+	return 0;
+}
+
+/* The private API's value of a metric series, or -1 when it has none. */
+static long long private_metric(int port, const char *series)
+{
+	char url[128], line[160];
+	struct it_resp *r;
+	const char *at;
+	long long v = -1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/metrics", port);
+	snprintf(line, sizeof(line), "\n%s", series);
+	r = it_call_url("GET", url);
+	if (r->status == 200 && (at = strstr(r->body, line)) != NULL)
+		v = atoll(at + strlen(line));
+	it_resp_free(r);
+	return v;
+}
+
+struct waiting {
+	int port;
+	long waiting; /* the series' value polled for */
+	char api[64], attempt[80], form[1024], sig[DL_TWSIG_LEN];
+	long status;
+	CURLcode err;
+	atomic_int done;
+};
+
+static int private_waiting(void *arg)
+{
+	struct waiting *w = arg;
+
+	return private_metric(w->port, "dialer_http_requests_waiting ") == w->waiting;
+}
+
+static void *post_waiting(void *arg)
+{
+	struct waiting *w = arg;
+	/* From this thread a failure is only recorded: the test's thread
+	 * checks it, after the broker is unblocked. */
+	struct it_resp *r = post_at(w->api, w->attempt, FORM_CT, w->form, w->sig, &w->err);
+
+	w->status = r->status;
+	it_resp_free(r);
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+/* An API with one listener thread, and a broker that confirms nothing (its
+ * memory alarm blocks every publisher): a callback waits for its confirm
+ * set aside, and the same thread goes on answering (/metrics, /healthz)
+ * meanwhile. Once the broker is back the callback is answered 204 and its
+ * message arrives. */
+static void test_waiting_callback_holds_no_thread(void **state)
+{
+	char port[16], db[512], url[128];
+	const char *admin = it_env("DIALER_DB_URL"), *at = strchr(admin, '@');
+	const char *env[] = {
+		"DIALER_HTTP_PORT", port, "DIALER_DB_URL", db, "DIALER_HTTP_THREADS", "1",
+		"DIALER_API_PUBLISH_WAIT_MS", "30000", "DIALER_API_PUBLIC_URL", base, NULL,
+	};
+	/* Static: should an assertion end the test early, the thread still
+	 * writes here. */
+	static struct waiting w;
+	pthread_t th;
+	struct it_resp *r;
+	struct msg m[4];
+	int n;
+
+	(void)state;
+	assert_non_null(at);
+	memset(&w, 0, sizeof(w));
+	w.port = it_free_port();
+	snprintf(port, sizeof(port), "%d", w.port);
+	snprintf(db, sizeof(db), "postgresql://dialer_api:dialer_api%s", at);
+	waiting_pid = it_spawn("dialer-api", "callbacks", env);
+	assert_true(waiting_pid > 0 && it_api_ready(w.port, 20000));
+	snprintf(w.api, sizeof(w.api), "http://127.0.0.1:%d", w.port);
+	attempt_id(w.attempt, sizeof(w.attempt), "waiting");
+	form_of(w.form, sizeof(w.form), "completed", 4, "&CallDuration=12&AnsweredBy=human");
+	sign(token, w.attempt, w.form, w.sig);
+
+	free(mq_ctl("set_vm_memory_high_watermark 0.000001"));
+	assert_true(it_poll(mq_blocked, NULL, 30000));
+	assert_int_equal(pthread_create(&th, NULL, post_waiting, &w), 0);
+	/* Each poll is a request to the one thread the callback would hold
+	 * (signed for the URL the carrier was given: the stack's). */
+	w.waiting = 1;
+	assert_true(it_poll(private_waiting, &w, 15000));
+	assert_false(atomic_load(&w.done));
+	snprintf(url, sizeof(url), "%s/healthz", w.api);
+	r = it_call_url("GET", url);
+	assert_int_equal(r->status, 200);
+	it_resp_free(r);
+	assert_false(atomic_load(&w.done));
+
+	free(mq_ctl("set_vm_memory_high_watermark 0.4"));
+	assert_true(it_poll(mq_unblocked, NULL, 30000));
+	pthread_join(th, NULL);
+	if (w.err != CURLE_OK)
+		fail_msg("the waiting callback failed: %s", curl_easy_strerror(w.err));
+	assert_int_equal(w.status, 204);
+	w.waiting = 0;
+	assert_true(it_poll(private_waiting, &w, 5000));
+	/* Confirmed once the broker took it, not kept in the outbox. */
+	assert_int_equal(private_metric(w.port, "dialer_carrier_callbacks_relayed_total{via=\"broker\"} "), 1);
+	n = drain_until(w.attempt, 1, m, 4, 15000);
+	assert_int_equal(n, 1);
+	assert_string_equal(json_string_value(json_object_get(m[0].body, "callStatus")), "completed");
+	assert_int_equal(json_integer_value(json_object_get(m[0].body, "sequenceNumber")), 4);
+	msgs_free(m, n);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_signed_callback_published),
 		cmocka_unit_test(test_rejected_callbacks_publish_nothing),
+		cmocka_unit_test_teardown(test_waiting_callback_holds_no_thread, waiting_teardown),
 		/* last: it leaves messages of its own in the test queue */
 		cmocka_unit_test(test_callback_during_broker_outage),
 	};
