@@ -372,8 +372,11 @@ int sim_cb_start(struct sim *s)
 	cb->multi = curl_multi_init();
 	if (cb->multi == NULL)
 		return -ENOMEM;
-	/* Keep-alive connections to the receiver, a bounded number of them. */
-	curl_multi_setopt(cb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+	/* Keep-alive connections to the receiver, a bounded number of them:
+	 * a carrier sends each call's events as they happen, many at once
+	 * (Twilio from a fleet of hosts), so a receiver is not paced by a
+	 * handful of connections. */
+	curl_multi_setopt(cb->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 128L);
 	curl_multi_setopt(cb->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 256L);
 	curl_multi_setopt(cb->multi, CURLMOPT_MAXCONNECTS, 256L);
 	if (pthread_create(&cb->thread, NULL, cb_main, s) != 0)
