@@ -178,9 +178,11 @@ void worker_carrier_fini(struct worker_carrier *c);
  * (nothing was sent). */
 int worker_carrier_start(struct worker_carrier *c, struct worker_http *h, enum worker_req kind,
 			 const struct worker_held *job) DL_WUR;
-/* Waits up to timeout_ms for activity on the requests or on extra_fd (-1 for
- * none, e.g. the AMQP socket), then moves every request on. 0 or -EIO. */
-int worker_carrier_wait(struct worker_carrier *c, int extra_fd, int timeout_ms) DL_WUR;
+/* Waits up to timeout_ms for activity on the requests or for input on one
+ * of the nfds other sockets (-1 entries skipped: the AMQP socket, the
+ * fence's database connection), then moves every request on. 0 or -EIO. */
+#define WORKER_WAIT_FDS_MAX 4
+int worker_carrier_wait(struct worker_carrier *c, const int *fds, int nfds, int timeout_ms) DL_WUR;
 /* The next finished request with its answer filled in (its easy handle is
  * released), or NULL when none finished. */
 struct worker_http *worker_carrier_next_done(struct worker_carrier *c);

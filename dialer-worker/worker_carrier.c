@@ -450,13 +450,16 @@ out:
 	return r;
 }
 
-int worker_carrier_wait(struct worker_carrier *c, int extra_fd, int timeout_ms)
+int worker_carrier_wait(struct worker_carrier *c, const int *fds, int nfds, int timeout_ms)
 {
-	struct curl_waitfd wfd = {extra_fd, CURL_WAIT_POLLIN, 0};
+	struct curl_waitfd wfd[WORKER_WAIT_FDS_MAX];
+	unsigned n = 0;
 	int running = 0;
 
-	if (curl_multi_poll(c->multi, extra_fd >= 0 ? &wfd : NULL, extra_fd >= 0 ? 1 : 0, timeout_ms, NULL) !=
-	    CURLM_OK)
+	for (int i = 0; i < nfds && n < WORKER_WAIT_FDS_MAX; i++)
+		if (fds[i] >= 0)
+			wfd[n++] = (struct curl_waitfd){fds[i], CURL_WAIT_POLLIN, 0};
+	if (curl_multi_poll(c->multi, n > 0 ? wfd : NULL, n, timeout_ms, NULL) != CURLM_OK)
 		return -EIO;
 	if (curl_multi_perform(c->multi, &running) != CURLM_OK)
 		return -EIO;

@@ -33,6 +33,8 @@
 #define WK_FENCE_TIMEOUT_MS 5000
 /* A job waiting this long for an unreachable database goes back to the queue. */
 #define WK_FENCE_HOLD_MS 30000
+/* Attempts fenced in one round trip, at most. */
+#define WK_FENCE_BATCH 100
 /* Longest wait for publisher confirms of one batch. */
 #define WK_CONFIRM_TIMEOUT_MS 5000
 /* While the carrier refuses our credentials, probe it this often. */
@@ -52,6 +54,7 @@
 
 enum wk_state {
 	WK_FENCE, /* dial waiting for its fence */
+	WK_FENCING, /* dial whose fence is in the database now */
 	WK_READY, /* to be sent now (hangup, reconcile, a fenced dial) */
 	WK_RETRY, /* waiting to resend after a 429 or an unreachable carrier */
 	WK_HTTP,  /* request in flight */
@@ -91,6 +94,11 @@ struct worker {
 	PGconn *db;
 	int64_t db_retry_at;
 	int db_backoff;
+	/* The fence in the database (the loop goes on meanwhile): its dials,
+	 * WK_FENCING, and when it is given up. */
+	struct wk_task *fencing[WK_FENCE_BATCH];
+	int nfencing;
+	int64_t fence_deadline;
 	struct worker_carrier carrier;
 	struct wk_task *tasks;       /* in arrival order */
 	int ntasks;
@@ -491,23 +499,38 @@ static void wk_db_failed(struct worker *w, const char *why)
 		w->db_backoff *= 2;
 }
 
-/* Runs the fence for the n attempts of batch (ids of [A-Za-z0-9_-], each
- * once), waiting at most WK_FENCE_TIMEOUT_MS. Returns the verdicts, rows of
- * (attempt, verdict: 'dial', 'duplicate', 'expired', 'paused',
- * 'cancelled'), or NULL when there is no answer (then none may be dialed). */
-static PGresult *wk_fence(struct worker *w, struct wk_task *const *batch, int n)
+/* A fence that got no answer: the connection is dropped (its query with
+ * it) and its dials wait for the next fence. It may still commit: the
+ * attempts are then DIALING without a call, which the scheduler reconciles;
+ * the next fence calls them duplicates, and we never dial them. */
+static void wk_fence_lost(struct worker *w, const char *why)
+{
+	char line[256];
+
+	snprintf(line, sizeof(line), "%s", why);
+	line[strcspn(line, "\n")] = '\0';
+	wk_db_failed(w, line);
+	for (int i = 0; i < w->nfencing; i++)
+		w->fencing[i]->state = WK_FENCE;
+	w->nfencing = 0;
+}
+
+/* Sends the fence of the n dials of batch (attempt ids of [A-Za-z0-9_-],
+ * each once) and returns at once: its answer is read by wk_fence_read. The
+ * answer is rows of (attempt, verdict: 'dial', 'duplicate', 'expired',
+ * 'paused', 'cancelled'). False when it could not be sent (then none is
+ * dialed). */
+static bool wk_fence_send(struct worker *w, struct wk_task *const *batch, int n)
 {
 	const char *params[2];
-	int64_t deadline = dl_mono_ms() + WK_FENCE_TIMEOUT_MS;
-	PGresult *res = NULL; /* owned */
-	char why[256], *ids, *p;
+	char *ids, *p;
 
 	if (wk_db(w) < 0)
-		return NULL;
+		return false;
 	/* {"a","b",...}: the ids need no escaping. */
 	ids = malloc((size_t)n * (WK_ID_LEN + 3) + 3);
 	if (ids == NULL)
-		return NULL;
+		return false;
 	p = ids;
 	*p++ = '{';
 	for (int i = 0; i < n; i++)
@@ -518,58 +541,18 @@ static PGresult *wk_fence(struct worker *w, struct wk_task *const *batch, int n)
 	params[1] = w->id;
 	if (!PQsendQueryParams(w->db, "SELECT attempt_id, verdict FROM dialer_fence_attempts($1::text[], $2)", 2,
 			       NULL, params, NULL, NULL, 0)) {
-		snprintf(why, sizeof(why), "%s", PQerrorMessage(w->db));
-		goto broken;
-	}
-	while (PQisBusy(w->db)) {
-		struct pollfd pfd = {PQsocket(w->db), POLLIN, 0};
-		int64_t left = deadline - dl_mono_ms();
-
-		if (left <= 0) {
-			/* It may still commit: the attempts are then DIALING without
-			 * a call, which the scheduler reconciles. We never dial them. */
-			snprintf(why, sizeof(why), "no answer within %d ms", WK_FENCE_TIMEOUT_MS);
-			goto broken;
-		}
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
-			snprintf(why, sizeof(why), "poll: %s", strerror(errno));
-			goto broken;
-		}
-		if (!PQconsumeInput(w->db)) {
-			snprintf(why, sizeof(why), "%s", PQerrorMessage(w->db));
-			goto broken;
-		}
+		free(ids);
+		wk_fence_lost(w, PQerrorMessage(w->db));
+		return false;
 	}
 	free(ids);
-	ids = NULL;
-	res = PQgetResult(w->db);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
-		snprintf(why, sizeof(why), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(w->db));
-		PQclear(res);
-		res = NULL;
-		/* Read off what remains so the connection is reusable. */
-		while ((res = PQgetResult(w->db)) != NULL)
-			PQclear(res);
-		why[strcspn(why, "\n")] = '\0';
-		dl_log_kv(DL_WARN, "fence failed", "error", why, NULL);
-		w->db_retry_at = dl_mono_ms() + w->db_backoff;
-		if (w->db_backoff < 5000)
-			w->db_backoff *= 2;
-		return NULL;
+	for (int i = 0; i < n; i++) {
+		batch[i]->state = WK_FENCING;
+		w->fencing[i] = batch[i];
 	}
-	{
-		PGresult *extra;
-
-		while ((extra = PQgetResult(w->db)) != NULL)
-			PQclear(extra);
-	}
-	w->db_backoff = 100;
-	return res;
-broken:
-	free(ids);
-	why[strcspn(why, "\n")] = '\0';
-	wk_db_failed(w, why);
-	return NULL;
+	w->nfencing = n;
+	w->fence_deadline = dl_mono_ms() + WK_FENCE_TIMEOUT_MS;
+	return true;
 }
 
 /* Acts on the fence's verdict for t. */
@@ -604,55 +587,87 @@ static void wk_verdict(struct wk_task *t, const char *verdict)
 	}
 }
 
-/* Attempts fenced in one round trip, at most. */
-#define WK_FENCE_BATCH 100
+/* Reads what has come of the fence in the database, without waiting:
+ * acts on its verdicts once it is all in. False while it is still out
+ * (or it was just lost). */
+static bool wk_fence_read(struct worker *w)
+{
+	PGresult *res, *extra;
+	char why[256];
 
-/* Fences every waiting dial, WK_FENCE_BATCH at a time in arrival order,
- * while the database answers; a dial that waited too long for it goes back
- * to the queue. A second job of an attempt already in a batch waits for the
- * next one (where it is a duplicate). */
+	if (!PQconsumeInput(w->db)) {
+		wk_fence_lost(w, PQerrorMessage(w->db));
+		return false;
+	}
+	if (PQisBusy(w->db)) {
+		if (dl_mono_ms() >= w->fence_deadline) {
+			snprintf(why, sizeof(why), "no answer within %d ms", WK_FENCE_TIMEOUT_MS);
+			wk_fence_lost(w, why);
+		}
+		return false;
+	}
+	res = PQgetResult(w->db);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
+		snprintf(why, sizeof(why), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(w->db));
+		why[strcspn(why, "\n")] = '\0';
+		PQclear(res);
+		/* Read off what remains so the connection is reusable. */
+		while ((extra = PQgetResult(w->db)) != NULL)
+			PQclear(extra);
+		dl_log_kv(DL_WARN, "fence failed", "error", why, NULL);
+		w->db_retry_at = dl_mono_ms() + w->db_backoff;
+		if (w->db_backoff < 5000)
+			w->db_backoff *= 2;
+		for (int i = 0; i < w->nfencing; i++)
+			w->fencing[i]->state = WK_FENCE;
+		w->nfencing = 0;
+		return false;
+	}
+	while ((extra = PQgetResult(w->db)) != NULL)
+		PQclear(extra);
+	w->db_backoff = 100;
+	for (int i = 0; i < w->nfencing; i++) {
+		struct wk_task *t = w->fencing[i];
+		const char *verdict = NULL;
+
+		for (int k = 0; k < PQntuples(res) && verdict == NULL; k++)
+			if (!strcmp(PQgetvalue(res, k, 0), t->job.attempt_id) && !PQgetisnull(res, k, 1))
+				verdict = PQgetvalue(res, k, 1);
+		/* Not in the answer: refused, as an unknown verdict is. */
+		wk_verdict(t, verdict != NULL ? verdict : "");
+	}
+	PQclear(res);
+	w->nfencing = 0;
+	return true;
+}
+
+/* Fences the waiting dials, WK_FENCE_BATCH at a time in arrival order, one
+ * fence in the database at a time: the loop sends it and goes on with its
+ * other work (requests, results), and acts on the verdicts when they come.
+ * A second job of an attempt already in a fence waits for the next one
+ * (where it is a duplicate). A dial that waited too long for an
+ * unreachable database goes back to the queue. */
 static void wk_fences(struct worker *w)
 {
 	struct wk_task *batch[WK_FENCE_BATCH];
 	int64_t now = dl_mono_ms();
-	bool db_down = false;
-	struct wk_task *t = w->tasks;
+	int n = 0;
 
-	while (t != NULL && !db_down) {
-		PGresult *res;
-		int n = 0;
+	if (w->nfencing > 0 && !wk_fence_read(w) && w->nfencing > 0)
+		return; /* still out */
+	for (struct wk_task *t = w->tasks; t != NULL && n < WK_FENCE_BATCH; t = t->next) {
+		bool again = false;
 
-		for (; t != NULL && n < WK_FENCE_BATCH; t = t->next) {
-			bool again = false;
-
-			if (t->state != WK_FENCE)
-				continue;
-			for (int i = 0; i < n && !again; i++)
-				again = !strcmp(batch[i]->job.attempt_id, t->job.attempt_id);
-			if (!again)
-				batch[n++] = t;
-		}
-		if (n == 0)
-			break;
-		res = wk_fence(w, batch, n);
-		if (res == NULL) {
-			db_down = true;
-			break;
-		}
-		for (int i = 0; i < n; i++) {
-			const char *verdict = NULL;
-
-			for (int k = 0; k < PQntuples(res) && verdict == NULL; k++)
-				if (!strcmp(PQgetvalue(res, k, 0), batch[i]->job.attempt_id) && !PQgetisnull(res, k, 1))
-					verdict = PQgetvalue(res, k, 1);
-			/* Not in the answer: refused, as an unknown verdict is. */
-			wk_verdict(batch[i], verdict != NULL ? verdict : "");
-		}
-		PQclear(res);
+		if (t->state != WK_FENCE)
+			continue;
+		for (int i = 0; i < n && !again; i++)
+			again = !strcmp(batch[i]->job.attempt_id, t->job.attempt_id);
+		if (!again)
+			batch[n++] = t;
 	}
-	if (!db_down)
+	if (n == 0 || (now >= w->db_retry_at && wk_fence_send(w, batch, n)))
 		return;
-	for (t = w->tasks; t != NULL; t = t->next)
+	for (struct wk_task *t = w->tasks; t != NULL; t = t->next)
 		if (t->state == WK_FENCE && now - t->received_ms >= WK_FENCE_HOLD_MS) {
 			dl_log_kv(DL_WARN, "database unreachable; job requeued", "attemptId", t->job.attempt_id, NULL);
 			wk_finish(t, WK_REQUEUE);
@@ -1137,7 +1152,9 @@ static int wk_wait_ms(struct worker *w)
 		if (t->state == WK_READY)
 			due = now;
 		else if (t->state == WK_FENCE)
-			due = w->db_retry_at;
+			due = w->nfencing > 0 ? w->fence_deadline : w->db_retry_at;
+		else if (t->state == WK_FENCING)
+			due = w->fence_deadline;
 		else if (t->state == WK_RETRY)
 			due = t->retry_at_ms;
 		else if (t->state == WK_DONE)
@@ -1156,7 +1173,7 @@ int worker_run(struct worker *w, volatile int *stop)
 {
 	dl_log_kv(DL_INFO, "worker running", "worker", w->id, "carrier", w->cfg->carrier_base_url, NULL);
 	for (;;) {
-		int fd;
+		int fds[2];
 
 		if (*stop && !w->draining)
 			wk_begin_drain(w);
@@ -1176,8 +1193,9 @@ int worker_run(struct worker *w, volatile int *stop)
 		wk_fences(w);
 		wk_maybe_probe(w);
 		wk_sends(w);
-		fd = w->in.open ? amqp_get_sockfd(w->in.conn) : -1;
-		if (worker_carrier_wait(&w->carrier, fd, wk_wait_ms(w)) < 0) {
+		fds[0] = w->in.open ? amqp_get_sockfd(w->in.conn) : -1;
+		fds[1] = w->nfencing > 0 ? PQsocket(w->db) : -1;
+		if (worker_carrier_wait(&w->carrier, fds, 2, wk_wait_ms(w)) < 0) {
 			dl_log_kv(DL_ERROR, "carrier multi handle failed", NULL);
 			dl_sleep_ms(WK_TICK_MS, NULL);
 		}
