@@ -499,6 +499,20 @@ static void run_then(struct dl_httpd *d, struct MHD_Connection *conn, struct upl
 	then(d->ctx, req, resp, up->then_arg);
 }
 
+/* Sends resp (500 when the handler wrote none), counted in the metrics. */
+static enum MHD_Result answer(struct MHD_Connection *conn, struct dl_http_resp *resp, const char *method,
+			      const struct upload *up, const char *request_id)
+{
+	enum MHD_Result ret;
+
+	if (resp->status == 0)
+		dl_http_error(resp, 500, "no response");
+	record(resp, method, up->started_ms);
+	ret = send_resp(conn, resp, request_id);
+	free(resp->body);
+	return ret;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload_data,
 				  size_t *upload_size, void **con_cls)
@@ -508,7 +522,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct dl_http_req req;
 	struct dl_http_resp resp;
 	const char *cl;
-	enum MHD_Result ret;
 
 	(void)version;
 	if (up != NULL && up->then != NULL) {
@@ -516,12 +529,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		req_of(&req, conn, up, method, url);
 		memset(&resp, 0, sizeof(resp));
 		run_then(d, conn, up, &req, &resp);
-		if (resp.status == 0)
-			dl_http_error(&resp, 500, "no response");
-		record(&resp, method, up->started_ms);
-		ret = send_resp(conn, &resp, req.request_id);
-		free(resp.body);
-		return ret;
+		return answer(conn, &resp, method, up, req.request_id);
 	}
 	if (up == NULL) {
 		up = calloc(1, sizeof(*up));
@@ -594,13 +602,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			free(resp.body);
 			return MHD_YES;
 		}
-		if (resp.status == 0)
-			dl_http_error(&resp, 500, "no response");
 	}
-	record(&resp, method, up->started_ms);
-	ret = send_resp(conn, &resp, req.request_id);
-	free(resp.body);
-	return ret;
+	return answer(conn, &resp, method, up, req.request_id);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
