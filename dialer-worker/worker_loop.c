@@ -488,28 +488,26 @@ static int wk_db(struct worker *w)
 	return -EIO;
 }
 
-/* Drops the fence connection after a failure and schedules its reconnect. */
-static void wk_db_failed(struct worker *w, const char *why)
-{
-	dl_log_kv(DL_WARN, "fence failed", "error", why, NULL);
-	PQfinish(w->db);
-	w->db = NULL;
-	w->db_retry_at = dl_mono_ms() + w->db_backoff;
-	if (w->db_backoff < 5000)
-		w->db_backoff *= 2;
-}
-
-/* A fence that got no answer: the connection is dropped (its query with
- * it) and its dials wait for the next fence. It may still commit: the
- * attempts are then DIALING without a call, which the scheduler reconciles;
- * the next fence calls them duplicates, and we never dial them. */
-static void wk_fence_lost(struct worker *w, const char *why)
+/* A fence without verdicts: its dials wait for the next one, after a
+ * backoff. One that got no answer (lost) drops the connection, its query
+ * with it; it may still commit: the attempts are then DIALING without a
+ * call, which the scheduler reconciles; the next fence calls them
+ * duplicates, and we never dial them. One answered with an error leaves the
+ * connection usable. */
+static void wk_fence_failed(struct worker *w, const char *why, bool lost)
 {
 	char line[256];
 
 	snprintf(line, sizeof(line), "%s", why);
 	line[strcspn(line, "\n")] = '\0';
-	wk_db_failed(w, line);
+	dl_log_kv(DL_WARN, "fence failed", "error", line, NULL);
+	if (lost) {
+		PQfinish(w->db);
+		w->db = NULL;
+	}
+	w->db_retry_at = dl_mono_ms() + w->db_backoff;
+	if (w->db_backoff < 5000)
+		w->db_backoff *= 2;
 	for (int i = 0; i < w->nfencing; i++)
 		w->fencing[i]->state = WK_FENCE;
 	w->nfencing = 0;
@@ -542,7 +540,7 @@ static bool wk_fence_send(struct worker *w, struct wk_task *const *batch, int n)
 	if (!PQsendQueryParams(w->db, "SELECT attempt_id, verdict FROM dialer_fence_attempts($1::text[], $2)", 2,
 			       NULL, params, NULL, NULL, 0)) {
 		free(ids);
-		wk_fence_lost(w, PQerrorMessage(w->db));
+		wk_fence_failed(w, PQerrorMessage(w->db), true);
 		return false;
 	}
 	free(ids);
@@ -596,31 +594,24 @@ static bool wk_fence_read(struct worker *w)
 	char why[256];
 
 	if (!PQconsumeInput(w->db)) {
-		wk_fence_lost(w, PQerrorMessage(w->db));
+		wk_fence_failed(w, PQerrorMessage(w->db), true);
 		return false;
 	}
 	if (PQisBusy(w->db)) {
 		if (dl_mono_ms() >= w->fence_deadline) {
 			snprintf(why, sizeof(why), "no answer within %d ms", WK_FENCE_TIMEOUT_MS);
-			wk_fence_lost(w, why);
+			wk_fence_failed(w, why, true);
 		}
 		return false;
 	}
 	res = PQgetResult(w->db);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
 		snprintf(why, sizeof(why), "%s", res ? PQresultErrorMessage(res) : PQerrorMessage(w->db));
-		why[strcspn(why, "\n")] = '\0';
 		PQclear(res);
 		/* Read off what remains so the connection is reusable. */
 		while ((extra = PQgetResult(w->db)) != NULL)
 			PQclear(extra);
-		dl_log_kv(DL_WARN, "fence failed", "error", why, NULL);
-		w->db_retry_at = dl_mono_ms() + w->db_backoff;
-		if (w->db_backoff < 5000)
-			w->db_backoff *= 2;
-		for (int i = 0; i < w->nfencing; i++)
-			w->fencing[i]->state = WK_FENCE;
-		w->nfencing = 0;
+		wk_fence_failed(w, why, false);
 		return false;
 	}
 	while ((extra = PQgetResult(w->db)) != NULL)

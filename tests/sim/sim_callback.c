@@ -51,10 +51,11 @@ struct sim_cb {
 	bool started;
 	atomic_int stop;
 	atomic_uint_fast64_t pending; /* incoming + ready + retrying + in flight */
-	/* Delivered callbacks, with their time waiting here before the first
-	 * try, their last try's time in curl, and the receiver's part of that
-	 * (request written to answer's first byte), summed in µs. */
-	atomic_uint_fast64_t timed, queued_us, send_us, answer_us;
+	/* Of the delivered callbacks (s->cb_delivered), their time waiting
+	 * here before the first try, their last try's time in curl, and the
+	 * receiver's part of that (request written to answer's first byte),
+	 * summed in µs. */
+	atomic_uint_fast64_t queued_us, send_us, answer_us;
 };
 
 static int64_t mono_us(void)
@@ -207,7 +208,7 @@ void sim_cb_timing(struct sim *s, struct sim_cb_timing *out)
 	memset(out, 0, sizeof(*out));
 	if (s->cb == NULL)
 		return;
-	out->delivered = atomic_load(&s->cb->timed);
+	out->delivered = atomic_load(&s->cb_delivered);
 	out->queued_us = atomic_load(&s->cb->queued_us);
 	out->send_us = atomic_load(&s->cb->send_us);
 	out->answer_us = atomic_load(&s->cb->answer_us);
@@ -279,7 +280,6 @@ static void finished(struct sim *s, struct delivery *d, CURLcode res, struct fif
 		atomic_fetch_add(&s->cb->queued_us, (uint64_t)d->queued_us);
 		atomic_fetch_add(&s->cb->send_us, (uint64_t)total);
 		atomic_fetch_add(&s->cb->answer_us, (uint64_t)(first > pre ? first - pre : 0));
-		atomic_fetch_add(&s->cb->timed, 1);
 		atomic_fetch_add(&s->cb_delivered, 1);
 		sim_calls_delivered(s, d->idx);
 		atomic_fetch_sub(&s->cb->pending, 1);
