@@ -500,10 +500,13 @@ static void test_dnc_skipped(void **state)
 static void test_snapshot_in_chunks(void **state)
 {
 	/* make test copies audiences 40 contacts a transaction
-	 * (DIALER_SCHEDULER_SNAPSHOT_CHUNK): 130 contacts, do-not-call numbers
-	 * in the first, a middle and the last chunk, and a contact added to the
-	 * audience after the start. Every contact of the audience at the start
-	 * becomes exactly one call, in order; the late one is not called. */
+	 * (DIALER_SCHEDULER_SNAPSHOT_CHUNK), two at once (the default
+	 * scheduler.snapshot_connections): 130 contacts added in one request
+	 * (so they share one added_at, and chunks end inside it), do-not-call
+	 * numbers in the first, a middle and the last chunk, and a contact
+	 * added to the audience after the start. Every contact of the audience
+	 * at the start becomes exactly one call, in the audience's order; the
+	 * late one is not called. */
 	static const int dnc[] = {5, 45, 125};
 	struct run r;
 	int per_phone[512];
@@ -542,6 +545,17 @@ static void test_snapshot_in_chunks(void **state)
 	it_resp_free(p);
 	calls = all_calls(&r);
 	assert_int_equal(json_array_size(calls), 130);
+	/* Calls by id (the order they are dialed and listed in) against the
+	 * audience's order: no contact out of place. */
+	assert_int_equal(it_db_count("SELECT count(*) FROM"
+				     " (SELECT contact_id, row_number() OVER (ORDER BY id) AS k FROM calls"
+				     "  WHERE campaign_id = $1) c"
+				     " FULL JOIN (SELECT contact_id, row_number() OVER (ORDER BY added_at, contact_id) AS k"
+				     "  FROM audience_contacts WHERE audience_id = $2"
+				     "  AND added_at <= (SELECT started_at FROM campaigns WHERE id = $1)) a USING (k)"
+				     " WHERE c.contact_id IS DISTINCT FROM a.contact_id COLLATE \"C\"",
+				     r.campaign, r.audience, NULL),
+			 0);
 	memset(per_phone, 0, sizeof(per_phone));
 	json_array_foreach(calls, i, c) {
 		const char *ph = json_string_value(json_object_get(c, "phoneNumber"));
