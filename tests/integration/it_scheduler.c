@@ -777,6 +777,77 @@ static void test_empty_audience_completes(void **state)
 	it_resp_free(p);
 }
 
+static void db_exec(const char *sql)
+{
+	PGresult *r = PQexec(it_db(), sql);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+static int lift_claim_refusal(void **state)
+{
+	(void)state;
+	db_exec("SET client_min_messages = warning");
+	db_exec("DROP TRIGGER IF EXISTS it_refuse_claims ON call_attempts");
+	db_exec("DROP FUNCTION IF EXISTS it_refuse_claims()");
+	return 0;
+}
+
+static void test_failed_claim_holds_up_no_other_campaign(void **state)
+{
+	/* The scheduler claims for many campaigns in one pipeline, each under
+	 * a savepoint. One campaign's claim fails (a trigger refuses its
+	 * attempts): the others dial as if it were not there, and it dials
+	 * once its claims succeed again. Once the other has dialed, the
+	 * refused campaign (its next slot still unset) is the first of every
+	 * pass, so the campaigns after a failed one go on in the same pass. */
+	struct run refused, other;
+	struct it_resp *p;
+	int per_phone[512];
+	char sql[512];
+
+	(void)state;
+	setup_run(&refused, 100000, 5, "1");
+	setup_run(&other, 100000, 5, "1");
+	create_campaign(&refused, "\"callsPerMinute\":600,\"maxConcurrentCalls\":5,\"maxRetries\":0");
+	create_campaign(&other, "\"callsPerMinute\":600,\"maxConcurrentCalls\":5,\"maxRetries\":0");
+	snprintf(sql, sizeof(sql),
+		 "CREATE FUNCTION it_refuse_claims() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+		 " IF NEW.campaign_id = '%s' THEN RAISE EXCEPTION 'claims refused by the test'; END IF;"
+		 " RETURN NEW; END $$",
+		 refused.campaign);
+	db_exec(sql);
+	db_exec("CREATE TRIGGER it_refuse_claims BEFORE INSERT ON call_attempts"
+		" FOR EACH ROW EXECUTE FUNCTION it_refuse_claims()");
+	p = action(&refused, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	p = action(&other, "start");
+	it_expect(p, 200);
+	it_resp_free(p);
+	wait_status(&other, "COMPLETED", 30000);
+	assert_int_equal(carrier_calls(&other, per_phone, NULL), 5);
+	/* Nothing of the refused one left its savepoint. */
+	p = progress(&refused);
+	assert_string_equal(it_str(p, "status"), "IN_PROGRESS");
+	assert_int_equal(it_int(p, "pending"), 5);
+	assert_int_equal(it_int(p, "queued") + it_int(p, "inProgress") + it_int(p, "completed"), 0);
+	it_resp_free(p);
+	assert_int_equal(it_db_count("SELECT count(*) FROM call_attempts WHERE campaign_id = $1", refused.campaign,
+				     NULL),
+			 0);
+	assert_int_equal(carrier_calls(&refused, per_phone, NULL), 0);
+	lift_claim_refusal(NULL);
+	wait_status(&refused, "COMPLETED", 30000);
+	expect_counts_add_up(&refused, 5);
+	assert_int_equal(carrier_calls(&refused, per_phone, NULL), 5);
+	for (int k = 0; k < refused.n; k++)
+		if (per_phone[k] != 1)
+			fail_msg("contact %d dialed %d times", k, per_phone[k]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -786,6 +857,7 @@ int main(void)
 		cmocka_unit_test(test_scheduled_start),      cmocka_unit_test(test_empty_audience_completes),
 		cmocka_unit_test(test_retry_spacing),        cmocka_unit_test(test_snapshot_in_chunks),
 		cmocka_unit_test(test_snapshot_chunk_copied_twice), cmocka_unit_test(test_services_run_without_jit),
+		cmocka_unit_test_teardown(test_failed_claim_holds_up_no_other_campaign, lift_claim_refusal),
 	};
 
 	return cmocka_run_group_tests_name("campaign execution", tests, NULL, NULL);
