@@ -500,7 +500,7 @@ static void test_dnc_skipped(void **state)
 static void test_snapshot_in_chunks(void **state)
 {
 	/* make test copies audiences 40 contacts a transaction
-	 * (DIALER_SCHEDULER_SNAPSHOT_CHUNK), two at once (the default
+	 * (DIALER_SCHEDULER_SNAPSHOT_CHUNK), three at once (the default
 	 * scheduler.snapshot_connections): 130 contacts added in one request
 	 * (so they share one added_at, and chunks end inside it), do-not-call
 	 * numbers in the first, a middle and the last chunk, and a contact
