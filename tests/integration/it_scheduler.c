@@ -3,6 +3,7 @@
  * and retries, pacing, the concurrency cap, pause/resume/cancel, the
  * do-not-call list, quota, scheduled starts, and that the carrier saw each
  * attempt exactly once. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,17 +283,32 @@ static int cmp_ll(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Fails when some sliding window of window_ms holds more than max of the n
+ * sorted times t (ms); what names whose times they are. */
+static void check_window(const long long *t, int n, long long window_ms, int max, const char *what)
+{
+	for (int a = 0, b = 0; b < n; b++) {
+		while (t[b] - t[a] >= window_ms)
+			a++;
+		if (b - a + 1 > max)
+			fail_msg("%d %s within %lld ms (at most %d)", b - a + 1, what, window_ms, max);
+	}
+}
+
 static void test_pacing(void **state)
 {
-	/* 60 per minute over 150 contacts: the carrier's log of creates, in any
-	 * sliding minute, holds at most 60, and the average pace is within 5%. */
+	/* 60 per minute over 150 contacts: in any sliding minute at most 60
+	 * dials leave the scheduler and at most 60 reach the carrier, and the
+	 * average pace is within 5%. */
 	struct run r;
-	int per_phone[512], n;
+	int per_phone[512], n, m;
 	json_t *calls, *c;
 	size_t i;
-	long long t[512];
+	long long t[512], sent[512], dmin = LLONG_MAX, dmax = LLONG_MIN, slack, spread;
 	const long long minute = atoll(it_env("DIALER_CLOCK_MINUTE_MS"));
+	const long long tick = atoll(it_env("DIALER_SCHEDULER_TICK_MS"));
 	struct it_resp *p;
+	PGresult *q;
 
 	(void)state;
 	setup_run(&r, 100000, 150, "1");
@@ -303,20 +319,50 @@ static void test_pacing(void **state)
 	wait_status(&r, "COMPLETED", 60000);
 	n = carrier_calls(&r, per_phone, &calls);
 	assert_int_equal(n, 150);
+	/* When each dial job left the scheduler (its attempt's creation), by
+	 * number, and when the carrier saw the dial. */
+	q = PQexecParams(it_db(),
+			 "SELECT to_number, (extract(epoch FROM created_at) * 1000)::bigint FROM call_attempts"
+			 " WHERE campaign_id = $1",
+			 1, NULL, (const char *const[]){r.campaign}, NULL, NULL, 0);
+	assert_int_equal(PQresultStatus(q), PGRES_TUPLES_OK);
+	m = PQntuples(q);
+	assert_int_equal(m, 150);
 	json_array_foreach(calls, i, c) {
+		const char *to = json_string_value(json_object_get(c, "to"));
 		int64_t ms = 0;
+		int k;
 
 		assert_int_equal(dl_time_parse(json_string_value(json_object_get(c, "createdAt")), &ms), 0);
 		t[i] = ms;
+		for (k = 0; k < m && strcmp(PQgetvalue(q, k, 0), to); k++)
+			;
+		assert_true(k < m);
+		sent[i] = atoll(PQgetvalue(q, k, 1));
+		if (ms - sent[i] < dmin)
+			dmin = ms - sent[i];
+		if (ms - sent[i] > dmax)
+			dmax = ms - sent[i];
 	}
+	PQclear(q);
 	json_decref(calls);
 	qsort(t, (size_t)n, sizeof(t[0]), cmp_ll);
-	for (int a = 0, b = 0; b < n; b++) {
-		while (t[b] - t[a] >= minute)
-			a++;
-		if (b - a + 1 > 60)
-			fail_msg("%d dial starts within one minute", b - a + 1);
-	}
+	qsort(sent, (size_t)n, sizeof(sent[0]), cmp_ll);
+	/* The scheduler's pace, exactly. */
+	check_window(sent, n, minute, 60, "dial jobs sent");
+	/* The carrier's view: the jobs' way there (outbox, broker, worker)
+	 * may take some longer than others. The pace's guard (a tick and 1%
+	 * of the minute) covers that on a real minute; on the test's short
+	 * minute, a broker's confirm stall of a few hundred milliseconds
+	 * (seen on shared machines) is more than the guard, and jobs held up
+	 * meet the next ones at the carrier. So the carrier's window is the
+	 * minute less the spread of the way beyond the guard, measured in
+	 * this run: a burst the scheduler made still fails it. */
+	spread = dmax - dmin;
+	slack = spread > tick + minute / 100 ? spread - (tick + minute / 100) : 0;
+	if (slack > 0)
+		print_message("pacing: dial jobs took %lld to %lld ms to reach the carrier\n", dmin, dmax);
+	check_window(t, n, minute - slack, 60, "dial starts at the carrier");
 	{
 		/* 150 starts at 60 a minute span 149 intervals. */
 		double per_min = 149.0 * (double)minute / (double)(t[n - 1] - t[0]);
