@@ -77,6 +77,7 @@ static const struct opt opts[] = {
 	I("scheduler", "timeout_grace_s", scheduler_timeout_grace_s, 30, 0, 3600),
 	I("scheduler", "reconcile_after_s", scheduler_reconcile_after_s, 60, 1, 3600),
 	I("scheduler", "dial_late_ms", scheduler_dial_late_ms, 0, 0, 3600000),
+	I("scheduler", "dispatch_batch", scheduler_dispatch_batch, 2000, 1, 100000),
 	I("scheduler", "snapshot_chunk", scheduler_snapshot_chunk, 50000, 1, 1000000),
 	I("scheduler", "snapshot_connections", scheduler_snapshot_connections, 3, 1, 8),
 	I("scheduler", "results_consumers", scheduler_results_consumers, 4, 1, 16),

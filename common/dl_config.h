@@ -72,6 +72,7 @@ struct dl_config {
 	int scheduler_reconcile_after_s;
 	int scheduler_results_consumers; /* threads applying results and call events (1..16) */
 	int scheduler_snapshot_chunk; /* calls created per snapshot transaction (the first at most 2,000) */
+	int scheduler_dispatch_batch; /* dials a dispatch pass claims before it commits */
 	int scheduler_snapshot_connections; /* snapshot ranges copied at once, each on its own connection (1..8) */
 	int scheduler_dial_late_ms; /* a dial job later than its slot by more than this is not dialed (0: never late) */
 	/* worker */

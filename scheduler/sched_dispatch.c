@@ -199,8 +199,9 @@ int sched_dispatch(struct sched_ctx *s, PGconn *db)
 	PGresult *camps = NULL;
 	struct claim *cl = NULL;
 	char waited[16], lost[16], callback[512];
-	int total = 0, r = -EIO;
+	int total = 0, r = -EIO, budget = s->cfg->scheduler_dispatch_batch;
 
+	s->dispatch_more = false;
 	/* The claim is prepared (parsed once a connection) but planned for
 	 * each campaign, as it was unprepared: a generic plan, the same for a
 	 * campaign of a thousand calls and one of a million, is not trusted
@@ -230,10 +231,21 @@ int sched_dispatch(struct sched_ctx *s, PGconn *db)
 	 * a failed one is rolled back alone. The database's clock paces, so
 	 * replicas' clocks never matter. */
 	for (int i = 0; i < PQntuples(camps);) {
-		int n = 0, done;
+		int n = 0, done, planned = 0;
 
-		for (; i < PQntuples(camps) && n < DISPATCH_PIPE_MAX; i++)
-			n += claim_prepare(s, camps, i, atoll(PQgetvalue(camps, i, 8)), callback, &cl[n]);
+		/* A pass commits after about scheduler.dispatch_batch dials, so
+		 * that the relay publishes those while the next pass claims more
+		 * (fifty campaigns of a thousand dials each were one transaction
+		 * of 50,000 jobs, seconds with nothing published until its
+		 * commit). The next pass follows at once and finds the campaigns
+		 * again, so a pause or a cancel in between is seen. */
+		if (total >= budget) {
+			s->dispatch_more = true;
+			break;
+		}
+		for (; i < PQntuples(camps) && n < DISPATCH_PIPE_MAX && total + planned < budget; i++)
+			if (claim_prepare(s, camps, i, atoll(PQgetvalue(camps, i, 8)), callback, &cl[n]))
+				planned += atoi(cl[n++].limit);
 		if (n == 0)
 			break;
 		done = claim_pipeline(s, db, camps, cl, n, &total);
@@ -248,6 +260,8 @@ int sched_dispatch(struct sched_ctx *s, PGconn *db)
 		dl_metrics_add("dialer_scheduler_dials_dispatched_total", "", total);
 	r = total;
 out:
+	if (r < 0)
+		s->dispatch_more = false; /* after a failure, the tick's pause */
 	free(cl);
 	PQclear(camps);
 	if (PQtransactionStatus(db) != PQTRANS_IDLE)

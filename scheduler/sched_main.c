@@ -86,6 +86,7 @@ static int sched_run(struct dl_service_ctx *svc)
 				continue;
 			}
 		}
+		sched.dispatch_more = false;
 		if (sched_lease_tick(&sched, db)) {
 			if (sched.wake || dl_mono_ms() >= next_sweep) {
 				sched.wake = 0;
@@ -95,6 +96,8 @@ static int sched_run(struct dl_service_ctx *svc)
 			DL_IGNORE(sched_dispatch(&sched, db));
 		}
 		sched_metrics_refresh(&sched, db);
+		if (sched.dispatch_more)
+			continue;
 		for (int waited = 0; waited < svc->cfg.scheduler_tick_ms && !sched.wake && !svc->stop; waited += 5)
 			dl_sleep_ms(5, NULL);
 	}

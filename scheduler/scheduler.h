@@ -25,6 +25,7 @@ struct sched_ctx {
 	volatile int leading;  /* for /readyz and metrics */
 	volatile int wake;     /* set by the command consumer: act now */
 	int snapshot_wake;     /* the same for the snapshot thread (atomic) */
+	bool dispatch_more;    /* the last pass stopped at its budget: the next one at once */
 };
 
 /* sched_main.c */

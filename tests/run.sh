@@ -32,6 +32,9 @@ export DIALER_LOG_LEVEL=${DIALER_LOG_LEVEL:-info}
 # faster; the scheduler ticks often enough to pace at that speed.
 export DIALER_CLOCK_MINUTE_MS=${DIALER_CLOCK_MINUTE_MS:-2000}
 export DIALER_SCHEDULER_TICK_MS=${DIALER_SCHEDULER_TICK_MS:-10}
+# Dispatch passes commit every 50 dials (2,000 by default), so every test
+# that dials more at once runs passes cut short and followed at once.
+export DIALER_SCHEDULER_DISPATCH_BATCH=${DIALER_SCHEDULER_DISPATCH_BATCH:-50}
 # A short lease so that failover tests take seconds.
 export DIALER_SCHEDULER_LEASE_S=${DIALER_SCHEDULER_LEASE_S:-3}
 # Attempts silent this long are reconciled with the carrier. It must exceed
