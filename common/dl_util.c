@@ -15,18 +15,31 @@ int dl_random_bytes(void *buf, size_t n)
 	return RAND_bytes(buf, (int)n) == 1 ? 0 : -EIO;
 }
 
-void dl_id_new(const char *prefix, char out[DL_ID_MAX])
+void dl_id_at(const char *prefix, uint64_t ms, char out[DL_ID_MAX])
 {
-	static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
-	unsigned char raw[24];
+	/* base32 in ASCII order, so that the text sorts as the number */
+	static const char b32[] = "234567abcdefghijklmnopqrstuvwxyz";
+	unsigned char raw[14];
 	char body[25];
 
+	for (int i = 9; i >= 0; i--) {
+		body[i] = b32[ms & 31];
+		ms >>= 5;
+	}
 	if (dl_random_bytes(raw, sizeof(raw)) < 0)
 		abort();
-	for (size_t i = 0; i < 24; i++)
-		body[i] = b32[raw[i] & 31];
+	for (size_t i = 0; i < sizeof(raw); i++)
+		body[10 + i] = b32[raw[i] & 31];
 	body[24] = '\0';
 	snprintf(out, DL_ID_MAX, "%s_%s", prefix, body);
+}
+
+void dl_id_new(const char *prefix, char out[DL_ID_MAX])
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	dl_id_at(prefix, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, out);
 }
 
 int dl_random_alnum(char *out, size_t n)

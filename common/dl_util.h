@@ -21,8 +21,14 @@
 /* "2026-03-10T09:00:00.000Z" + NUL */
 #define DL_TIME_MAX 32
 
-/* Writes "<prefix>_<24 lowercase base32 chars>" into out (DL_ID_MAX bytes). */
+/* Writes "<prefix>_<24 lowercase base32 chars>" into out (DL_ID_MAX bytes):
+ * 10 chars of the time in milliseconds, then 14 random ones (70 bits). Ids
+ * made later sort after (bytewise, as the database's "C" columns compare
+ * them), so the rows of a new campaign or contact go to the end of the
+ * indexes keyed by them, where an insert is cheapest. */
 void dl_id_new(const char *prefix, char out[DL_ID_MAX]);
+/* dl_id_new at a given time (milliseconds since the epoch). */
+void dl_id_at(const char *prefix, uint64_t ms, char out[DL_ID_MAX]);
 /* Fills buf with n cryptographically random bytes; returns 0 or -EIO. */
 int dl_random_bytes(void *buf, size_t n) DL_WUR;
 /* Writes n random chars of [A-Za-z0-9] plus NUL into out. */

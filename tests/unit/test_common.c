@@ -110,6 +110,34 @@ static void test_ids(void **state)
 	assert_int_equal(strlen(a), 5 + 24);
 	assert_memory_equal(a, "camp_", 5);
 	assert_string_not_equal(a, b);
+	for (const char *p = a + 5; *p; p++)
+		assert_non_null(strchr("234567abcdefghijklmnopqrstuvwxyz", *p));
+}
+
+/* Ids made later sort after, bytewise: across a change of every digit, and
+ * whatever the random part. */
+static void test_ids_in_time_order(void **state)
+{
+	static const uint64_t earlier_later[][2] = {
+		{0, 1},
+		{30, 31},
+		{31, 32},                                /* a carry into the second digit */
+		{1023, 1024},
+		{1795000000000ull, 1795000000001ull},    /* 2026 */
+		{(1ull << 45) - 1, 1ull << 45},
+		{1795000000000ull, 4102444800000ull},    /* 2100 */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(earlier_later) / sizeof(earlier_later[0]); i++)
+		for (int k = 0; k < 20; k++) {
+			char a[DL_ID_MAX], b[DL_ID_MAX];
+
+			dl_id_at("camp", earlier_later[i][0], a);
+			dl_id_at("camp", earlier_later[i][1], b);
+			assert_int_equal(strlen(a), 5 + 24);
+			assert_true(strcmp(a, b) < 0);
+		}
 }
 
 static void test_config(void **state)
@@ -201,7 +229,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_time_parse), cmocka_unit_test(test_time_format),
 		cmocka_unit_test(test_phone),      cmocka_unit_test(test_utf8),
-		cmocka_unit_test(test_ids),        cmocka_unit_test(test_config),
+		cmocka_unit_test(test_ids),        cmocka_unit_test(test_ids_in_time_order),
+		cmocka_unit_test(test_config),
 		cmocka_unit_test(test_metrics),
 	};
 
