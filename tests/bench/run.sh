@@ -573,15 +573,6 @@ phase_e2e() {
 	# far above the target, and the backlog they allow stays well within a
 	# call's timeout (callTimeoutMinutes 60 = 72 s here).
 	local total=${BENCH_E2E_CONTACTS:-100000} n=${BENCH_E2E_CAMPAIGNS:-4} per cap_s=${BENCH_E2E_CAP_S:-200}
-	# One worker carries the whole rate: BENCH_E2E_IN_FLIGHT carrier requests
-	# at once (the footprint figure's 1,000), where a deployment would run
-	# workers x worker.max_in_flight to the same total.
-	if [[ -n ${BENCH_E2E_IN_FLIGHT-1000} ]]; then
-		svc_kill dialer-worker
-		svc_kill telephony-sim
-		svc_start "${FAST_ENV[@]}" DIALER_WORKER_MAX_IN_FLIGHT="${BENCH_E2E_IN_FLIGHT:-1000}" \
-			DIALER_HTTP_MAX_CONNECTIONS=4000 DIALER_HTTP_PER_IP_CONNECTIONS=4000
-	fi
 	per=$((total / n))
 	local auds ids=() aud
 	mapfile -t auds < <(mkaudiences e2e "$n" $per 300)
