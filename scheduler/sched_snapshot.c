@@ -55,9 +55,10 @@ static const char SQL_NEXT_RANGE[] =
 	"  ORDER BY added_at, contact_id OFFSET $5::int - 1 LIMIT 1) b ON true";
 /* One range's copy: $1 campaign, $2 audience, $3/$4 after, $5/$6 up to and
  * including, $7 the start of the campaign, $8 the first id reserved, $9 the
- * range's length (as many ids are reserved). dialer_snapshot_range
- * (migration 0021) inserts the range's calls, moves the campaign's counters
- * by its row count, and returns the campaign's total.
+ * range's length (as many ids are reserved), $10 whether it is copied again.
+ * dialer_snapshot_range (migration 0021) inserts the range's calls, moves
+ * the campaign's counters by its row count, and returns the campaign's
+ * total.
  *
  * What a range costs is mostly its rows' inserts, so it asks no more of
  * them than it must:
@@ -66,46 +67,11 @@ static const char SQL_NEXT_RANGE[] =
  * - the do-not-call list is looked up only when the organization has one;
  * - the INSERT returns nothing (the counters come from its row count);
  * - the INSERT is plain: a call that exists already makes it fail, and the
- *   range is copied again by SQL_CHUNK_AGAIN, which skips such calls (ON
- *   CONFLICT DO NOTHING costs a quarter more on every row, and the calls it
- *   made are counted from the rows it returns).
- *
- * SQL_CHUNK_AGAIN's index scan stops at $9 rows or past $5: an upper bound
- * on the pair would not stop it where many contacts share one added_at (an
- * import's), so the pair's bound is checked on the rows (a contact removed
- * from the audience meanwhile must not make the range reach into the
- * next). */
+ *   range is copied again with $10, which skips such calls (ON CONFLICT DO
+ *   NOTHING costs a quarter more on every row). */
 static const char SQL_CHUNK[] =
 	"SELECT dialer_snapshot_range($1, $2, $3::timestamptz, $4::text, $5::timestamptz, $6::text, $7::timestamptz,"
-	" $8::bigint, $9::int)";
-static const char SQL_CHUNK_AGAIN[] =
-	"WITH src AS (SELECT contact_id, added_at,"
-	"  row_number() OVER (ORDER BY added_at, contact_id) AS k FROM audience_contacts"
-	"  WHERE audience_id = $2 AND (added_at, contact_id) > ($3::timestamptz, $4::text)"
-	"  AND added_at <= $5::timestamptz ORDER BY added_at, contact_id LIMIT $9::int),"
-	" ins AS ("
-	"  INSERT INTO calls (id, campaign_id, contact_id, contact_name, phone_number, status, outcome,"
-	"   completed_at)"
-	"  SELECT $8::bigint + src.k - 1, $1, c.id, c.name, c.phone_number,"
-	"    CASE WHEN d.phone_number IS NULL THEN 'PENDING' ELSE 'SKIPPED' END,"
-	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE 'dnc' END,"
-	"    CASE WHEN d.phone_number IS NULL THEN NULL ELSE now() END"
-	"  FROM src"
-	/* Each contact by its key (OFFSET 0 keeps the planner from turning a
-	 * range into a scan of every contact of the database). */
-	"  CROSS JOIN LATERAL (SELECT id, name, phone_number, organization_id FROM contacts"
-	"    WHERE contacts.id = src.contact_id OFFSET 0) c"
-	"  LEFT JOIN LATERAL (SELECT phone_number FROM dnc"
-	"    WHERE (SELECT EXISTS (SELECT 1 FROM dnc WHERE dnc.organization_id ="
-	"      (SELECT organization_id FROM campaigns WHERE id = $1)))"
-	"    AND dnc.organization_id = c.organization_id AND dnc.phone_number = c.phone_number OFFSET 0) d"
-	"  ON true"
-	"  WHERE (src.added_at, src.contact_id) <= ($5::timestamptz, $6::text)"
-	"  AND src.added_at <= $7::timestamptz ORDER BY src.added_at, src.contact_id"
-	"  ON CONFLICT (campaign_id, contact_id) DO NOTHING RETURNING status),"
-	" n AS (SELECT count(*) AS made, count(*) FILTER (WHERE status = 'PENDING') AS due FROM ins)"
-	" UPDATE campaigns SET total = total + n.made, pending = pending + n.due,"
-	"  skipped = skipped + (n.made - n.due) FROM n WHERE id = $1 RETURNING campaigns.total";
+	" $8::bigint, $9::int, $10::bool)";
 /* $1 campaign, $2/$3 the cursor (NULL: unchanged), $4 whether done. The
  * cursor only moves forward (a replica that has just lost the lease may
  * still be writing it). */
@@ -214,7 +180,7 @@ static void range_send_failed(struct snapshot *sn, struct snap_conn *c, const ch
 static void range_send(struct snapshot *sn, struct snap_conn *c)
 {
 	const struct snap_range *rg = c->range;
-	const char *p[9] = {sn->job.id,
+	const char *p[10] = {sn->job.id,
 			    sn->job.audience,
 			    rg->from_at,
 			    rg->from_id,
@@ -222,9 +188,10 @@ static void range_send(struct snapshot *sn, struct snap_conn *c)
 			    rg->last ? "" : rg->to_id,
 			    sn->job.started_at,
 			    rg->base,
-			    rg->len};
+			    rg->len,
+			    rg->again ? "true" : "false"};
 
-	if (!PQsendQueryParams(c->db, rg->again ? SQL_CHUNK_AGAIN : SQL_CHUNK, 9, NULL, p, NULL, NULL, 0))
+	if (!PQsendQueryParams(c->db, SQL_CHUNK, 10, NULL, p, NULL, NULL, 0))
 		range_send_failed(sn, c, PQerrorMessage(c->db));
 }
 
